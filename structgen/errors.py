@@ -1,0 +1,49 @@
+"""Errors a user can act on. Everything a bad constraint can raise derives from ConstraintError."""
+
+from __future__ import annotations
+
+
+class StructgenError(Exception):
+    """Base of every structgen error."""
+
+
+class ConstraintError(StructgenError, ValueError):
+    """A constraint (schema, regex, choice list) cannot be compiled."""
+
+
+class InvalidSchemaError(ConstraintError):
+    """The schema is not valid JSON / not a JSON Schema (e.g. `type: 5`). `pointer` is a JSON pointer."""
+
+    def __init__(self, message: str, pointer: str = ""):
+        self.pointer = pointer
+        super().__init__(f"{message} (at '{pointer or '#'}')")
+
+
+class UnsupportedSchemaError(ConstraintError):
+    """A keyword we cannot enforce. We refuse rather than ignore it and let invalid output through."""
+
+    def __init__(self, keyword: str, pointer: str, detail: str = ""):
+        self.keyword = keyword
+        self.pointer = pointer
+        msg = f"unsupported JSON Schema keyword '{keyword}' at '{pointer or '#'}'"
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+class InvalidRegexError(ConstraintError):
+    """A regex that does not parse (or uses syntax outside the supported subset). `position` is 0-based."""
+
+    def __init__(self, pattern: str, position: int | None, detail: str):
+        self.pattern = pattern
+        self.position = position
+        where = f" at position {position}" if position is not None else ""
+        super().__init__(f"invalid regex{where}: {detail} (pattern {pattern!r})")
+
+
+class ConstraintTooComplexError(ConstraintError):
+    """Compiling would exceed a configured limit (states, time). Raised instead of hanging."""
+
+    def __init__(self, what: str, limit: float | int, setting: str = ""):
+        self.what = what
+        self.limit = limit
+        hint = f"; raise {setting} to allow more" if setting else ""
+        super().__init__(f"constraint too complex: {what} exceeded the limit of {limit}{hint}")

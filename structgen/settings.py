@@ -1,0 +1,52 @@
+"""The one typed registry of STRUCTGEN_* environment variables. Read through `settings.get(name)`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str], object]
+    doc: str
+
+
+def _path(v: str) -> Path:
+    return Path(os.path.expanduser(v))
+
+
+def _bool(v: str) -> bool:
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+REGISTRY: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        Setting("STRUCTGEN_CACHE_DIR", "~/.cache/structgen", _path,
+                "Root of the converted-model cache and the on-disk compile cache."),
+        Setting("STRUCTGEN_DISABLE_DISK_CACHE", "0", _bool, "Do not read or write the on-disk FSM cache."),
+        Setting("STRUCTGEN_MAX_STATES", "200000", int,
+                "Most automaton states one constraint may materialize before ConstraintTooComplexError."),
+        Setting("STRUCTGEN_COMPILE_TIMEOUT_S", "30", float,
+                "Most seconds one constraint may spend compiling or building one state's mask."),
+        Setting("STRUCTGEN_NUM_THREADS", "0", int, "torch intra-op threads on CPU (0 = torch's default)."),
+        Setting("STRUCTGEN_API_KEYS", "", str, "Comma-separated API keys the server accepts (empty = no auth)."),
+    ]
+}
+
+
+def get(name: str):
+    """The parsed value of a registered STRUCTGEN_* variable (environment first, then the default)."""
+    s = REGISTRY[name]
+    return s.parse(os.environ.get(name, s.default))
+
+
+def cache_dir() -> Path:
+    p = get("STRUCTGEN_CACHE_DIR")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
