@@ -1,0 +1,60 @@
+"""What the engine hands back: streamed deltas with usage and timings, and engine-wide counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FINISH_REASONS = ("stop", "length", "abort", "error")
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0              # prompt tokens whose KV came from the prefix cache
+    completion_tokens: int = 0
+    forced_tokens: int = 0              # completion tokens appended without sampling (forced runs)
+    draft_accepted_tokens: int = 0      # completion tokens accepted from speculative drafts
+
+
+@dataclass
+class Timings:
+    queued_s: float = 0.0               # arrival -> first scheduled
+    ttft_s: float | None = None         # arrival -> first output token
+    total_s: float = 0.0                # arrival -> this delta
+
+
+@dataclass
+class GenerateOutput:
+    """One streamed delta. `text` is the new text only, never a split UTF-8 character."""
+
+    request_id: str
+    token_ids: list[int]
+    text: str
+    finished: bool = False
+    finish_reason: str | None = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+
+
+@dataclass
+class EngineStats:
+    """Counters for metrics. Cumulative fields only grow; the rest are the current value."""
+
+    queue_len: int = 0                  # waiting (including compiling) requests
+    compiling: int = 0                  # requests whose constraint is still compiling
+    running: int = 0
+    kv_blocks_used: int = 0
+    kv_blocks_free: int = 0
+    kv_blocks_cached: int = 0           # blocks held only by the prefix cache (evictable)
+    prefix_hit_tokens: int = 0          # cumulative prompt tokens served from the prefix cache
+    prefill_tokens: int = 0             # cumulative tokens computed by forwards that were not decodes
+    generated_tokens: int = 0           # cumulative output tokens
+    forced_tokens: int = 0
+    preemptions: int = 0
+    steps: int = 0
+    mask_time_s: float = 0.0            # cumulative time filling + applying bitmasks
+    mask_time_per_step_s: float = 0.0   # mean over the steps that had a constrained row
+    forward_time_s: float = 0.0
+    tokens_per_s: float = 0.0           # output tokens per second over the recent window
+    requests_finished: dict[str, int] = field(default_factory=dict)  # finish reason -> count
