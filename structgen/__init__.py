@@ -13,6 +13,11 @@ from .errors import (  # noqa: E402
 from .tokenizer import Tokenizer, default_tokenizer  # noqa: E402
 
 
+# Typed errors of the SDK (structgen/client_errors.py), mapped from gRPC status codes.
+_CLIENT_ERRORS = ("RemoteError", "InvalidRequest", "InvalidConstraint", "NotFound", "Overloaded", "Unauthenticated",
+                  "DeadlineExceeded", "Unavailable", "Cancelled", "ServerError", "ExtractionError")
+
+
 def __getattr__(name):
     # The compiler API lives in structgen.fsm; import it lazily so `import structgen` stays cheap.
     if name in ("compile_json_schema", "compile_regex", "compile_choice", "CompiledConstraint"):
@@ -23,6 +28,10 @@ def __getattr__(name):
         from . import client
 
         return getattr(client, name)
+    if name in _CLIENT_ERRORS:
+        from . import client_errors
+
+        return getattr(client_errors, name)
     raise AttributeError(f"module 'structgen' has no attribute {name!r}")
 
 
@@ -30,4 +39,5 @@ __all__ = [
     "__version__", "StructgenError", "ConstraintError", "InvalidSchemaError", "UnsupportedSchemaError",
     "InvalidRegexError", "ConstraintTooComplexError", "Tokenizer", "default_tokenizer",
     "compile_json_schema", "compile_regex", "compile_choice", "CompiledConstraint", "Client", "AsyncClient",
+    *_CLIENT_ERRORS,
 ]

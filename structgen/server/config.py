@@ -1,0 +1,79 @@
+"""ServerConfig: everything the gRPC layer needs to know, validated once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import settings
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Options of one server process (the engine has its own EngineConfig).
+
+    NOTE: `port=0` binds a free port; `Server.port` tells which one after `start()`.
+    """
+
+    host: str = "127.0.0.1"  # loopback by default: exposing a server is a deliberate choice
+    port: int = 50051
+    # Most requests held at once (running + waiting). Past it a request gets RESOURCE_EXHAUSTED at once, so
+    # overload shows up as fast errors a load balancer can route around, not as ever-growing latency.
+    max_queue: int = 256
+    default_max_tokens: int = 256
+    max_tokens_limit: int = 4096  # also capped by the model's context length
+    # 4 MiB: gRPC's own default; large enough for a long document plus a schema.
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_response_bytes: int = 4 * 1024 * 1024
+    api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: no auth
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: a free port
+    metrics_host: str = "127.0.0.1"
+    drain_timeout_s: float = 30.0  # on SIGTERM: how long in-flight requests may take to finish
+    log_prompts: bool = False  # never log prompt text unless asked (it is often private data)
+    compiled_registry_size: int = 1024  # Compile ids kept (least recently used dropped)
+
+    def __post_init__(self):
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port!r}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in [0, 65535] or None, got {self.metrics_port!r}")
+        for name in ("max_queue", "default_max_tokens", "max_tokens_limit", "max_request_bytes",
+                     "max_response_bytes", "compiled_registry_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
+                             f"({self.max_tokens_limit})")
+        if self.drain_timeout_s < 0:
+            raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
+        if not isinstance(self.api_keys, frozenset):
+            raise TypeError("api_keys must be a frozenset of strings")
+        if any(not k or any(c.isspace() for c in k) for k in self.api_keys):
+            raise ValueError("API keys must be non-empty and contain no whitespace")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.api_keys)
+
+
+def load_api_keys(path: str | os.PathLike | None = None) -> frozenset[str]:
+    """Keys from a file (one per line; blank lines and `#` comments skipped) plus STRUCTGEN_API_KEYS."""
+    keys: set[str] = set()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"API key file not found: {p}")
+        for line in p.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                keys.add(line)
+        if not keys:
+            raise ValueError(f"API key file {p} holds no keys")
+    keys.update(k.strip() for k in settings.get("STRUCTGEN_API_KEYS").split(",") if k.strip())
+    return frozenset(keys)

@@ -1,0 +1,118 @@
+"""The grpc.aio server: StructGen + health + reflection, auth, metrics, limits and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .._proto import structgen_pb2 as pb
+from .._proto import structgen_pb2_grpc as pb_grpc
+from .admission import Admission
+from .auth import ApiKeyInterceptor
+from .config import ServerConfig
+from .metrics import ServerMetrics
+from .servicer import StructGenServicer
+
+LOG = logging.getLogger("structgen.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StructGen"].full_name  # "structgen.v1.StructGen"
+
+
+class Server:
+    """Serves one engine. `await start()`, then `await wait_closed()`; `await stop()` drains and shuts down.
+
+    The engine must not be started yet: the server starts and shuts it down with itself.
+    """
+
+    def __init__(self, engine, config: ServerConfig):
+        self.engine = engine
+        self.config = config
+        self.admission = Admission(config.max_queue)
+        self.metrics = ServerMetrics(self._load)
+        self.servicer = StructGenServicer(engine, config, self.admission, self.metrics)
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.port: int | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._stopping: asyncio.Task | None = None
+        self._closed = asyncio.Event()
+
+    def _load(self) -> dict:
+        try:
+            return self.servicer.load()
+        except Exception:  # a scrape must never fail because the engine is mid-shutdown
+            return {"in_flight": len(self.admission)}
+
+    async def start(self) -> int:
+        """Start the engine and listen; returns the bound port."""
+        cfg = self.config
+        await self.engine.start()
+        interceptors = [ApiKeyInterceptor(cfg.api_keys)] if cfg.api_keys else []
+        self._grpc = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_request_bytes),
+                ("grpc.max_send_message_length", cfg.max_response_bytes),
+                # One process per port: a second server on the same port must fail, not share it silently.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_StructGenServicer_to_server(self.servicer, self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._grpc)
+        self.port = self._grpc.add_insecure_port(cfg.address)
+        if self.port == 0:
+            raise OSError(f"could not bind {cfg.address}")
+        await self._grpc.start()
+        if cfg.metrics_port is not None:
+            self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
+        await self._set_serving(True)
+        return self.port
+
+    async def _set_serving(self, serving: bool):
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            result = self.health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
+
+    def install_signal_handlers(self, loop: asyncio.AbstractEventLoop | None = None):
+        """SIGTERM / SIGINT start a graceful stop (main thread only)."""
+        loop = loop or asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    def request_stop(self) -> asyncio.Task:
+        """Begin a graceful stop (idempotent); returns the task doing it."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self.stop())
+        return self._stopping
+
+    async def stop(self, drain_timeout_s: float | None = None):
+        """Stop accepting (UNAVAILABLE), let in-flight requests finish for up to the drain timeout, abort the
+        rest with UNAVAILABLE, then shut the engine down."""
+        if self._grpc is None or self._closed.is_set():
+            return
+        timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self.admission.draining = True
+        await self._set_serving(False)
+        LOG.info("draining %d in-flight requests (up to %.1f s)", len(self.admission), timeout)
+        if not await self.admission.wait_empty(timeout):
+            left = self.admission.stop_all(grpc.StatusCode.UNAVAILABLE,
+                                           "the server shut down before this request finished; retry it")
+            LOG.warning("drain timeout: aborting %d requests", len(left))
+            for ticket in left:
+                await self.engine.abort(ticket.engine_id)
+            await self.admission.wait_empty(5.0)
+        await self._grpc.stop(grace=1.0)
+        await self.engine.shutdown()
+        self.metrics.close()
+        self._closed.set()
+
+    async def wait_closed(self):
+        await self._closed.wait()

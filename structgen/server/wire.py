@@ -1,0 +1,170 @@
+"""The one place protobuf meets the engine's dataclasses: requests in, outputs out, errors as statuses.
+
+Nothing else in structgen knows protobuf; nothing here knows asyncio or gRPC servers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import grpc
+
+from .._proto import structgen_pb2 as pb
+from ..errors import ConstraintError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+class RequestError(Exception):
+    """A request the server refuses: becomes the gRPC status `code` with `message` (and trailing metadata)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, metadata: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.metadata = metadata
+
+
+# Trailing metadata that tells a client an INVALID_ARGUMENT is about the constraint (not other parameters).
+CONSTRAINT_KIND = ("structgen-error-kind", "constraint")
+
+
+def invalid(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def invalid_constraint(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message, (CONSTRAINT_KIND,))
+
+
+@dataclass(frozen=True)
+class ConstraintRef:
+    """What a request's `constraint` field asks for: a spec to compile, a compiled id, or nothing."""
+
+    spec: object | None = None  # engine ConstraintSpec
+    compiled_id: str | None = None
+
+
+def constraint_from_pb(c: pb.Constraint, *, allow_compiled_id: bool = True) -> ConstraintRef:
+    from ..engine.requests import ConstraintSpec
+
+    kind = c.WhichOneof("kind")
+    if kind is None:
+        return ConstraintRef()
+    if kind == "compiled_id":
+        if not allow_compiled_id:
+            raise invalid_constraint("constraint.compiled_id cannot be compiled again; send the json_schema, regex or choice")
+        if not c.compiled_id:
+            raise invalid_constraint("constraint.compiled_id is empty")
+        return ConstraintRef(compiled_id=c.compiled_id)
+    if kind == "json_schema":
+        try:
+            schema = json.loads(c.json_schema)
+        except json.JSONDecodeError as e:
+            raise invalid_constraint(f"constraint.json_schema is not valid JSON: {e.msg} at line {e.lineno} column "
+                          f"{e.colno}") from None
+        if not isinstance(schema, (dict, bool)):
+            raise invalid_constraint(f"constraint.json_schema must be a JSON object (or true/false), got "
+                          f"{type(schema).__name__}")
+        options: dict = {"extra_properties": c.json_schema_options.allow_extra_properties}
+        if c.json_schema_options.HasField("max_recursion_depth"):
+            options["max_recursion_depth"] = c.json_schema_options.max_recursion_depth
+        return ConstraintRef(spec=ConstraintSpec(kind="json_schema", value=schema, options=options))
+    if kind == "regex":
+        if not c.regex:
+            raise invalid_constraint("constraint.regex is empty")
+        return ConstraintRef(spec=ConstraintSpec(kind="regex", value=c.regex))
+    choices = list(c.choice.choices)
+    if not choices:
+        raise invalid_constraint("constraint.choice.choices is empty: give at least one choice")
+    if any(not s for s in choices):
+        raise invalid_constraint(f"constraint.choice.choices[{choices.index('')}] is an empty string")
+    return ConstraintRef(spec=ConstraintSpec(kind="choice", value=choices))
+
+
+def constraint_error(err: ConstraintError) -> RequestError:
+    """A compile error as INVALID_ARGUMENT; the keyword / pointer / position also go in trailing metadata."""
+    md: list[tuple[str, str]] = [CONSTRAINT_KIND]
+    if isinstance(err, UnsupportedSchemaError):
+        md += [("structgen-error-keyword", err.keyword), ("structgen-error-pointer", err.pointer or "#")]
+    elif isinstance(err, InvalidSchemaError):
+        md.append(("structgen-error-pointer", err.pointer or "#"))
+    elif isinstance(err, InvalidRegexError) and err.position is not None:
+        md.append(("structgen-error-position", str(err.position)))
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(err), tuple(md))
+
+
+def prompt_text(req: pb.GenerateRequest, tokenizer) -> str:
+    """The text the model reads: the raw prompt, or the messages through the model's chat template."""
+    if req.prompt and req.messages:
+        raise invalid("set either prompt or messages, not both")
+    if req.messages:
+        messages = []
+        if req.system:
+            messages.append({"role": "system", "content": req.system})
+        for i, m in enumerate(req.messages):
+            if m.role not in CHAT_ROLES:
+                raise invalid(f"messages[{i}].role is {m.role!r}; expected one of {', '.join(CHAT_ROLES)}")
+            messages.append({"role": m.role, "content": m.content})
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    if not req.prompt:
+        raise invalid("the request has no prompt: set prompt or messages")
+    return f"{req.system}\n\n{req.prompt}" if req.system else req.prompt
+
+
+def sampling_from_pb(req: pb.GenerateRequest, *, prompt_len: int, max_model_len: int, default_max_tokens: int,
+                     max_tokens_limit: int):
+    """Engine SamplingParams from the request, checking every number against the server's limits."""
+    from ..engine.requests import SamplingParams
+
+    if prompt_len >= max_model_len:
+        raise invalid(f"the prompt is {prompt_len} tokens but the model's context holds {max_model_len} "
+                      f"(prompt + output); shorten the prompt")
+    limit = min(max_tokens_limit, max_model_len - 1)
+    if req.HasField("max_tokens"):
+        max_tokens = req.max_tokens
+        if max_tokens == 0:
+            raise invalid("max_tokens must be at least 1 (leave it unset for the server's default)")
+        if max_tokens > limit:
+            raise invalid(f"max_tokens is {max_tokens}; this server allows at most {limit}")
+        if prompt_len + max_tokens > max_model_len:
+            raise invalid(f"the prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+                          f"context of {max_model_len} tokens; set max_tokens <= {max_model_len - prompt_len} "
+                          f"or shorten the prompt")
+    else:
+        # An unset max_tokens never fails on length: it shrinks to what the context has left.
+        max_tokens = min(default_max_tokens, limit, max_model_len - prompt_len)
+    s = req.sampling
+    if not math.isfinite(s.temperature) or s.temperature < 0:
+        raise invalid(f"sampling.temperature must be >= 0, got {s.temperature}")
+    if not math.isfinite(s.top_p) or not 0 <= s.top_p <= 1:
+        raise invalid(f"sampling.top_p must be in (0, 1] (0 = unset), got {s.top_p}")
+    for i, stop in enumerate(req.stop):
+        if not stop:
+            raise invalid(f"stop[{i}] is an empty string")
+    try:
+        return SamplingParams(
+            temperature=float(s.temperature), top_p=float(s.top_p) or 1.0, top_k=int(s.top_k),
+            seed=int(s.seed) if s.HasField("seed") else None, max_tokens=int(max_tokens), stop=tuple(req.stop),
+        )
+    except ValueError as e:
+        raise invalid(f"sampling: {e}") from None
+
+
+_FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+
+
+def finish_reason_pb(reason: str | None) -> int:
+    return _FINISH.get(reason or "", pb.FINISH_REASON_UNSPECIFIED)
+
+
+def usage_pb(usage) -> pb.Usage:
+    return pb.Usage(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+                    completion_tokens=usage.completion_tokens, forced_tokens=getattr(usage, "forced_tokens", 0))
+
+
+def timings_pb(timings) -> pb.Timings:
+    return pb.Timings(queued_s=timings.queued_s or 0.0, ttft_s=timings.ttft_s or 0.0,
+                      total_s=timings.total_s or 0.0)
