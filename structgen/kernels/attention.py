@@ -1,0 +1,264 @@
+"""Paged attention over a mixed batch: prefill chunks, decode rows and multi-token verify rows in one call.
+
+Every new token t of sequence i (context c_i tokens already cached, query_len q_i, index j in its new tokens)
+attends to positions 0 .. c_i + j of its own sequence, read through the sequence's block table. The new tokens'
+keys/values must already be written into the cache (the model writes them first), so one gather reads everything.
+
+Two implementations:
+- `paged_attention_reference`: plain torch, runs anywhere. Rows are grouped (all decode rows together, short
+  multi-token rows together, each long prefill alone); each group is one gather of its KV slots + one SDPA call.
+  The gather indices and masks depend only on the batch, so they are built once per forward (`AttentionPlan`)
+  and reused by every layer.
+- `paged_attention_triton`: one Triton program per (token, kv head) streaming the sequence's blocks with an online
+  softmax; all query heads of a GQA group share each K/V tile. Used on CUDA when Triton is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Rows with at most this many new tokens are padded into one batched SDPA call; longer ones (prefill chunks,
+# where the padding would cost more than a separate call) get a call each.
+SHORT_ROW_MAX_QUERY = 32
+
+
+@dataclass
+class _Group:
+    token_rows: torch.Tensor  # (G, Qmax) int64 rows of the T new tokens (padding repeats a valid row)
+    valid: torch.Tensor | None  # (G*Qmax,) bool, which padded rows are real; None when none are padding
+    out_rows: torch.Tensor  # (Nvalid,) int64 rows of the T outputs the valid entries go to
+    kv_slots: torch.Tensor  # (G, L) int64 flat KV slots to gather (padding -> slot 0, masked out)
+    mask: torch.Tensor | None  # (G, 1, group*Qmax, L) additive float mask, or None when nothing is masked
+    qmax: int
+    contiguous: bool  # token_rows is exactly arange(T) reshaped: no gather/scatter of q and output needed
+
+
+@dataclass
+class AttentionPlan:
+    """Per-forward attention metadata, shared by all layers. Built by `plan_attention`."""
+
+    groups: list[_Group]
+    num_tokens: int
+    # For the Triton path:
+    token_seq: torch.Tensor  # (T,) int32 sequence index of each new token
+    token_kv_len: torch.Tensor  # (T,) int32 how many KV positions each token attends to (c_i + j + 1)
+    block_tables: torch.Tensor  # (B, max_blocks) int32
+    block_size: int
+
+
+def plan_attention(query_lens: list[int], context_lens: list[int], block_tables: torch.Tensor, block_size: int,
+                   group_size: int, dtype: torch.dtype, build_groups: bool = True) -> AttentionPlan:
+    """Precompute gather indices and masks for one batch (see module docstring). `group_size` = query heads
+    per KV head; masks are laid out for the folded (kv_head, group*query) layout the reference uses."""
+    device = block_tables.device
+    b = len(query_lens)
+    starts = [0] * b
+    acc = 0
+    for i, q in enumerate(query_lens):
+        starts[i] = acc
+        acc += q
+    t = acc
+    seq_of_token = torch.repeat_interleave(torch.arange(b, dtype=torch.int32), torch.tensor(query_lens))
+    kv_len = torch.cat([torch.arange(c + 1, c + q + 1, dtype=torch.int32) for q, c in zip(query_lens, context_lens)]) \
+        if b else torch.zeros(0, dtype=torch.int32)
+    groups: list[_Group] = []
+    if build_groups:
+        decode = [i for i, q in enumerate(query_lens) if q == 1]
+        short = [i for i, q in enumerate(query_lens) if 1 < q <= SHORT_ROW_MAX_QUERY]
+        long_rows = [[i] for i, q in enumerate(query_lens) if q > SHORT_ROW_MAX_QUERY]
+        for rows in ([decode] if decode else []) + ([short] if short else []) + long_rows:
+            groups.append(_build_group(rows, starts, query_lens, context_lens, block_tables, block_size,
+                                       group_size, dtype, t, device))
+    return AttentionPlan(groups=groups, num_tokens=t, token_seq=seq_of_token.to(device),
+                         token_kv_len=kv_len.to(device), block_tables=block_tables, block_size=block_size)
+
+
+def _build_group(rows, starts, query_lens, context_lens, block_tables, block_size, group_size, dtype, t, device):
+    qmax = max(query_lens[i] for i in rows)
+    qs = torch.tensor([query_lens[i] for i in rows])  # (G,)
+    cs = torch.tensor([context_lens[i] for i in rows])  # (G,)
+    st = torch.tensor([starts[i] for i in rows])  # (G,)
+    j = torch.arange(qmax)  # (Qmax,)
+    valid = j[None, :] < qs[:, None]  # (G, Qmax)
+    token_rows = st[:, None] + torch.minimum(j[None, :], qs[:, None] - 1)  # (G, Qmax) padding repeats last row
+    kv_lens = cs + qs  # (G,)
+    length = int(kv_lens.max())
+    pos = torch.arange(length)  # (L,)
+    table = block_tables.index_select(0, torch.tensor(rows, device=device)).long().cpu()  # (G, max_blocks)
+    blk_idx = (pos // block_size).clamp(max=table.shape[1] - 1)  # (L,)
+    blocks = table[:, blk_idx]  # (G, L)
+    in_range = pos[None, :] < kv_lens[:, None]  # (G, L)
+    slots = torch.where(in_range & (blocks >= 0), blocks * block_size + pos % block_size, 0)  # (G, L)
+    # causal within the new tokens: query j sees positions <= c + j
+    allowed = pos[None, None, :] <= (cs[:, None] + torch.minimum(j[None, :], qs[:, None] - 1))[:, :, None]  # (G,Qmax,L)
+    contiguous = rows == list(range(len(rows))) and len(rows) * qmax == t and bool(valid.all())
+    needs_mask = not bool(allowed.all())
+    mask = None
+    if needs_mask:
+        folded = allowed.repeat(1, group_size, 1).unsqueeze(1)  # (G, 1, group*Qmax, L), index g*Qmax + j
+        mask = torch.zeros(folded.shape, dtype=dtype).masked_fill_(~folded, float("-inf")).to(device)
+    flat_valid = valid.reshape(-1)
+    return _Group(
+        token_rows=token_rows.to(device),
+        valid=None if bool(flat_valid.all()) else flat_valid.to(device),
+        out_rows=token_rows[valid].to(device),
+        kv_slots=slots.to(device),
+        mask=mask,
+        qmax=qmax,
+        contiguous=contiguous,
+    )
+
+
+def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan,
+                              scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """q: (T, Hq, D); k_cache/v_cache: (num_slots, Hkv, D) flat views of one layer; returns (T, Hq, D)."""
+    t, hq, d = q.shape
+    hkv = k_cache.shape[1]
+    grp = hq // hkv
+    if out is None:
+        out = q.new_empty((t, hq, d))
+    for g in plan.groups:
+        n, qmax = g.token_rows.shape
+        qg = q.view(n, qmax, hq, d) if g.contiguous else q[g.token_rows.reshape(-1)].view(n, qmax, hq, d)
+        # fold the GQA group into the query axis so K/V need no repeat: (G, Hkv, grp*Qmax, D)
+        qg = qg.view(n, qmax, hkv, grp, d).permute(0, 2, 3, 1, 4).reshape(n, hkv, grp * qmax, d)
+        kg = k_cache[g.kv_slots].transpose(1, 2)  # (G, Hkv, L, D)
+        vg = v_cache[g.kv_slots].transpose(1, 2)  # (G, Hkv, L, D)
+        o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=g.mask, scale=scale)  # (G, Hkv, grp*Qmax, D)
+        o = o.view(n, hkv, grp, qmax, d).permute(0, 3, 1, 2, 4).reshape(n * qmax, hq, d)  # (G*Qmax, Hq, D)
+        if g.contiguous:
+            out.copy_(o)
+        else:
+            out[g.out_rows] = o if g.valid is None else o[g.valid]
+    return out
+
+
+def paged_attention_dense_naive(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                                query_lens: list[int], context_lens: list[int], block_tables: torch.Tensor,
+                                block_size: int, scale: float) -> torch.Tensor:
+    """The slow, obvious version (per sequence, per head, explicit softmax): the oracle for tests."""
+    t, hq, d = q.shape
+    hkv = k_cache.shape[1]
+    grp = hq // hkv
+    out = torch.empty_like(q)
+    start = 0
+    for i, (ql, c) in enumerate(zip(query_lens, context_lens)):
+        n = c + ql
+        slots = [int(block_tables[i, p // block_size]) * block_size + p % block_size for p in range(n)]
+        k = k_cache[slots].float()  # (n, Hkv, D)
+        v = v_cache[slots].float()
+        for j in range(ql):
+            for h in range(hq):
+                s = (k[: c + j + 1, h // grp] @ q[start + j, h].float()) * scale  # (c+j+1,)
+                out[start + j, h] = (torch.softmax(s, 0) @ v[: c + j + 1, h // grp]).to(q.dtype)
+        start += ql
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Triton (CUDA; also runs on CPU tensors under TRITON_INTERPRET=1 for tests)
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << (max(1, x) - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=2)
+def _attention_kernel(interpret: bool):
+    # NOTE: built lazily (and keyed on the interpreter flag) because triton.jit decides at decoration time
+    # whether to compile or interpret.
+    del interpret
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kernel(q_ptr, k_ptr, v_ptr, out_ptr, block_tables_ptr, token_seq_ptr, token_kv_len_ptr, scale,
+               stride_qt, stride_qh, stride_ks, stride_kh, stride_ot, stride_oh, stride_bt,
+               GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+               BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+        tok = tl.program_id(0)
+        kvh = tl.program_id(1)
+        seq = tl.load(token_seq_ptr + tok)
+        kv_len = tl.load(token_kv_len_ptr + tok)
+        offs_h = tl.arange(0, BLOCK_H)
+        offs_d = tl.arange(0, BLOCK_D)
+        h_ok = offs_h < GROUP
+        d_ok = offs_d < HEAD_DIM
+        heads = kvh * GROUP + offs_h
+        q = tl.load(q_ptr + tok * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
+                    mask=h_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_H, BLOCK_D)
+        m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_H, BLOCK_D), dtype=tl.float32)
+        for start in range(0, kv_len, BLOCK_N):
+            pos = start + tl.arange(0, BLOCK_N)
+            p_ok = pos < kv_len
+            blk = tl.load(block_tables_ptr + seq * stride_bt + pos // BLOCK_SIZE, mask=p_ok, other=0)
+            slot = blk.to(tl.int64) * BLOCK_SIZE + pos % BLOCK_SIZE
+            kv_off = slot[:, None] * stride_ks + kvh * stride_kh + offs_d[None, :]
+            kv_ok = p_ok[:, None] & d_ok[None, :]
+            k = tl.load(k_ptr + kv_off, mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
+            v = tl.load(v_ptr + kv_off, mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
+            s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale  # (BLOCK_H, BLOCK_N)
+            s = tl.where(p_ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp(m_i - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+            m_i = m_new
+        acc = acc / l_i[:, None]
+        tl.store(out_ptr + tok * stride_ot + heads[:, None] * stride_oh + offs_d[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=h_ok[:, None] & d_ok[None, :])
+
+    return kernel
+
+
+def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan,
+                           scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Same contract as `paged_attention_reference`. q: (T, Hq, D); caches: (num_slots, Hkv, D), contiguous."""
+    t, hq, d = q.shape
+    hkv = k_cache.shape[1]
+    grp = hq // hkv
+    if out is None:
+        out = q.new_empty((t, hq, d))
+    if t == 0:
+        return out
+    q = q.contiguous()
+    kernel = _attention_kernel(os.environ.get("TRITON_INTERPRET", "0") == "1")
+    # tl.dot needs every dimension >= 16
+    block_h = max(16, _next_pow2(grp))
+    block_d = max(16, _next_pow2(d))
+    block_n = 64 if block_d <= 128 else 32
+    kernel[(t, hkv)](q, k_cache, v_cache, out, plan.block_tables, plan.token_seq, plan.token_kv_len, scale,
+                     q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), out.stride(0), out.stride(1),
+                     plan.block_tables.stride(0),
+                     GROUP=grp, HEAD_DIM=d, BLOCK_SIZE=plan.block_size, BLOCK_H=block_h, BLOCK_D=block_d,
+                     BLOCK_N=block_n)
+    return out
+
+
+def default_backend(device: torch.device) -> str:
+    """'triton' on CUDA when Triton is importable, else 'torch'."""
+    return "triton" if device.type == "cuda" and triton_available() else "torch"
+
+
+def paged_attention(q, k_cache, v_cache, plan: AttentionPlan, scale: float, backend: str = "torch", out=None):
+    if backend == "triton":
+        return paged_attention_triton(q, k_cache, v_cache, plan, scale, out)
+    if backend == "torch":
+        return paged_attention_reference(q, k_cache, v_cache, plan, scale, out)
+    raise ValueError(f"unknown attention backend {backend!r} (expected 'torch' or 'triton')")
