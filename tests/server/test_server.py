@@ -1,4 +1,4 @@
-"""Server logic over a real grpc.aio server and the real SDK, with a stand-in engine (fake_engine.py), so
+"""Server logic over a real grpc.aio server and the real SDK, with a stand-in engine (conftest.FakeEngine), so
 admission, auth, deadlines, cancel and drain are tested fast and deterministically. The same paths with the
 real model are in test_end_to_end.py."""
 
@@ -15,7 +15,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import structgen
 from structgen import Client
 from structgen._proto import structgen_pb2 as pb
-from tests.server.fake_engine import FakeEngine
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +31,8 @@ def wait_until(pred, timeout=10.0):
     return pred()
 
 
-def test_generate_stream_and_info(serve_fake, tokenizer):
-    engine = FakeEngine(tokenizer)
+def test_generate_stream_and_info(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer)
     st = serve_fake(engine)
     with Client(st.target, timeout=10) as c:
         done = c.generate("hi", request_id="mine-1")
@@ -51,10 +50,10 @@ def test_generate_stream_and_info(serve_fake, tokenizer):
         assert c.health()
 
 
-def test_reflection_lists_the_service(serve_fake, tokenizer):
+def test_reflection_lists_the_service(serve_fake, tokenizer, fake_engine_cls):
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    st = serve_fake(FakeEngine(tokenizer))
+    st = serve_fake(fake_engine_cls(tokenizer))
     with grpc.insecure_channel(st.target) as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
         reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
@@ -62,8 +61,8 @@ def test_reflection_lists_the_service(serve_fake, tokenizer):
     assert {"structgen.v1.StructGen", "grpc.health.v1.Health"} <= names
 
 
-def test_parameter_errors(serve_fake, tokenizer):
-    st = serve_fake(FakeEngine(tokenizer, max_model_len=64), max_tokens_limit=32, default_max_tokens=16)
+def test_parameter_errors(serve_fake, tokenizer, fake_engine_cls):
+    st = serve_fake(fake_engine_cls(tokenizer, max_model_len=64), max_tokens_limit=32, default_max_tokens=16)
     with Client(st.target, timeout=10) as c:
         with pytest.raises(structgen.InvalidRequest, match="at least 1"):
             c.generate("hi", max_tokens=0)
@@ -90,8 +89,8 @@ def test_parameter_errors(serve_fake, tokenizer):
         assert c.generate("hi", compiled_id=compiled.id, max_tokens=3).usage.completion_tokens == 3
 
 
-def test_api_keys(serve_fake, tokenizer):
-    st = serve_fake(FakeEngine(tokenizer), api_keys=frozenset({"k-good"}))
+def test_api_keys(serve_fake, tokenizer, fake_engine_cls):
+    st = serve_fake(fake_engine_cls(tokenizer), api_keys=frozenset({"k-good"}))
     with Client(st.target, timeout=10) as anon:
         with pytest.raises(structgen.Unauthenticated, match="missing API key"):
             anon.generate("hi")
@@ -106,8 +105,8 @@ def test_api_keys(serve_fake, tokenizer):
         assert good.server_info().auth_required
 
 
-def test_queue_bound_refuses_at_once(serve_fake, tokenizer):
-    engine = FakeEngine(tokenizer, step_s=0.05)
+def test_queue_bound_refuses_at_once(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer, step_s=0.05)
     st = serve_fake(engine, max_queue=3)
     with Client(st.target, timeout=30) as c, ThreadPoolExecutor(12) as pool:
         def one(_):
@@ -125,8 +124,8 @@ def test_queue_bound_refuses_at_once(serve_fake, tokenizer):
     assert wait_until(lambda: len(st.server.admission) == 0)
 
 
-def test_deadline_stops_the_work(serve_fake, tokenizer):
-    engine = FakeEngine(tokenizer, step_s=0.2)
+def test_deadline_stops_the_work(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer, step_s=0.2)
     st = serve_fake(engine)
     with Client(st.target) as c:
         with pytest.raises(structgen.DeadlineExceeded):
@@ -134,8 +133,8 @@ def test_deadline_stops_the_work(serve_fake, tokenizer):
     assert wait_until(lambda: engine.aborted and not engine.running)
 
 
-def test_client_cancel_mid_stream_aborts(serve_fake, tokenizer):
-    engine = FakeEngine(tokenizer, step_s=0.1)
+def test_client_cancel_mid_stream_aborts(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer, step_s=0.1)
     st = serve_fake(engine)
     with Client(st.target, timeout=30) as c:
         it = c.stream("hi", max_tokens=50)
@@ -147,8 +146,8 @@ def test_client_cancel_mid_stream_aborts(serve_fake, tokenizer):
     assert wait_until(lambda: len(st.server.admission) == 0)
 
 
-def test_drain_finishes_or_refuses(serve_fake, tokenizer):
-    engine = FakeEngine(tokenizer, step_s=0.1)  # ~0.5 s per request at max_tokens=5, ~4 s at 40
+def test_drain_finishes_or_refuses(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer, step_s=0.1)  # ~0.5 s per request at max_tokens=5, ~4 s at 40
     st = serve_fake(engine)
     results = {}
     with Client(st.target, timeout=30) as c:
