@@ -1,0 +1,299 @@
+"""The public compile API: constraint + tokenizer -> CompiledConstraint (cached in memory and on disk).
+
+    c = structgen.compile_json_schema(schema)        # or compile_regex(pattern) / compile_choice([...])
+    cur = c.cursor(); cur.fill_bitmask(row); cur.advance(tok); cur.is_final(); cur.forced_tokens()
+
+"Compile" = build the automaton + the initial state's mask, so compile errors surface here and the compile
+time is the time to the first mask. Everything else is built lazily as decoding reaches it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import settings
+from ..errors import ConstraintError, ConstraintTooComplexError, InvalidSchemaError
+from . import bitmask
+from .automaton import ByteAutomaton, LiteralSetAutomaton
+from .cache import default_cache, make_key
+from .cursor import Cursor
+from .index import DEAD, TokenIndex
+from .vocab import Vocabulary
+
+KINDS = ("json_schema", "regex", "choice")
+
+
+class CompiledConstraint:
+    """One constraint compiled against one tokenizer. Immutable from the outside; shared and thread-safe.
+
+    Attributes:
+        kind: "json_schema" | "regex" | "choice".
+        key: the cache key (hex sha256).
+        vocab_size: ids covered by masks; a bitmask row has ceil(vocab_size / 32) int32 words.
+    """
+
+    def __init__(self, kind: str, key: str, index: TokenIndex, tokenizer):
+        self.kind = kind
+        self.key = key
+        self._index = index
+        self._tokenizer = tokenizer
+        self._eos_set = frozenset(int(i) for i in index.vocab.eos_token_ids)
+        self._empty_mask = np.zeros(index.vocab.num_words, dtype=bitmask.DTYPE)  # (num_words,)
+        self._empty_mask.flags.writeable = False
+        self._forced: dict[int, list[int]] = {}
+        self._forced_lock = threading.Lock()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._index.vocab.vocab_size
+
+    @property
+    def num_words(self) -> int:
+        return self._index.vocab.num_words
+
+    @property
+    def num_states(self) -> int:
+        """Automaton states materialized so far (grows as decoding visits new states)."""
+        return self._index.num_states
+
+    @property
+    def version(self) -> int:
+        """Bumped whenever tables or masks grow (the disk cache writes when it moved)."""
+        return self._index.version
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def cursor(self) -> Cursor:
+        """A fresh per-request cursor at the initial state."""
+        return Cursor(self)
+
+    def encode(self, text: str) -> list[int]:
+        """The tokenizer's ids for `text` (no special tokens)."""
+        return list(self._tokenizer.encode(text))
+
+    def accepts(self, text: str) -> bool:
+        """Walk encode(text): True iff every token is allowed and the end state is final."""
+        return self.accepts_tokens(self.encode(text))
+
+    def accepts_tokens(self, token_ids: Sequence[int]) -> bool:
+        cur = self.cursor()
+        return all(cur.advance(t) for t in token_ids) and cur.is_final()
+
+    def save(self) -> bool:
+        """Persist what was built so far (states reached while decoding included) to the disk cache."""
+        return default_cache().save(self)
+
+    def snapshot(self) -> dict:
+        return {"kind": self.kind, "index": self._index.snapshot()}
+
+    def _forced_tokens(self, state: int) -> list[int]:
+        got = self._forced.get(state)
+        if got is None:
+            got = self._compute_forced(state)
+            with self._forced_lock:
+                self._forced[state] = got
+        return list(got)
+
+    def _compute_forced(self, state: int) -> list[int]:
+        index = self._index
+        data, end = index.forced_run(state)
+        if not data:
+            return []
+        text, complete = _utf8_prefix(data)
+        if not text:
+            return []
+        out: list[int] = []
+        s = state
+        for tok in self._tokenizer.encode(text):
+            nxt = index.next_state(s, tok)
+            if nxt == DEAD:
+                complete = False
+                break
+            out.append(tok)
+            s = nxt
+        # The last token could merge with the bytes that follow unless nothing (but EOS) can follow.
+        if out and not (complete and s == end and index.is_terminated(end)):
+            out.pop()
+        return out
+
+    def __repr__(self) -> str:
+        return (f"CompiledConstraint(kind={self.kind!r}, key={self.key[:12]}, states={self.num_states}, "
+                f"vocab_size={self.vocab_size})")
+
+
+def _utf8_prefix(data: bytes) -> tuple[str, bool]:
+    """The longest prefix of `data` that is whole UTF-8 characters, and whether that is all of `data`."""
+    for cut in range(len(data), max(len(data) - 4, -1), -1):
+        try:
+            return data[:cut].decode("utf-8"), cut == len(data)
+        except UnicodeDecodeError:
+            continue
+    return "", False
+
+
+# ---- normalisation of the constraint value (-> the automaton builder and the canonical text of the key) ----
+
+
+def _schema_value(value: Any) -> dict | bool:
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", errors="strict")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise InvalidSchemaError(f"schema is not valid JSON: {e}") from None
+    if not isinstance(value, (dict, bool)):
+        raise InvalidSchemaError(f"a JSON Schema is an object or a boolean, got {type(value).__name__}")
+    return value
+
+
+def _canonical_json(value: Any) -> str:
+    # NOTE: key order is kept, not sorted: `properties` order decides the order of keys in the output, so two
+    # schemas that differ only in it compile to different automata.
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"schema must be made of JSON values: {e}") from None
+
+
+def _choices_value(value: Any) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"choices must be a list of strings, got {type(value).__name__}")
+    bad = [c for c in value if not isinstance(c, str)]
+    if bad:
+        raise TypeError(f"choices must be strings, got {type(bad[0]).__name__}")
+    if not value:
+        raise ConstraintError("the choice list is empty: give at least one choice")
+    return list(value)
+
+
+def _check_options(fn, options: dict, what: str) -> None:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY
+                                     or p.kind is p.POSITIONAL_OR_KEYWORD})
+    if unknown:
+        raise TypeError(f"unknown {what} option(s) {unknown}")
+
+
+def _automaton_builder(kind: str, value: Any, options: dict):
+    """(canonical text, options as keyed, a function that builds the automaton)."""
+    if kind == "json_schema":
+        schema = _schema_value(value)
+        options = {"extra_properties": False, **options}
+        if not isinstance(options["extra_properties"], bool):
+            raise TypeError("extra_properties must be a bool")
+
+        def build() -> ByteAutomaton:
+            from .json_schema import schema_automaton
+
+            _check_options(schema_automaton, options, "JSON Schema")
+            opts = dict(options)
+            opts.setdefault("max_states", settings.get("STRUCTGEN_MAX_STATES"))
+            return schema_automaton(schema, **opts)
+
+        return _canonical_json(schema), options, build
+    if kind == "regex":
+        if not isinstance(value, str):
+            raise TypeError(f"a regex pattern is a str, got {type(value).__name__}")
+        if options:
+            raise TypeError(f"regex constraints take no options, got {sorted(options)}")
+
+        def build() -> ByteAutomaton:
+            from .regex import regex_automaton
+
+            return regex_automaton(value)
+
+        return value, options, build
+    if kind == "choice":
+        choices = _choices_value(value)
+        if options:
+            raise TypeError(f"choice constraints take no options, got {sorted(options)}")
+
+        def build() -> ByteAutomaton:
+            try:
+                from .regex import choice_automaton
+            except ImportError:  # the regex module is optional for choices: a literal set is exact
+                return LiteralSetAutomaton([c.encode("utf-8") for c in choices])
+            return choice_automaton(choices)
+
+        return _canonical_json(choices), options, build
+    raise ValueError(f"unknown constraint kind {kind!r}: expected one of {', '.join(KINDS)}")
+
+
+def _resolve_tokenizer(tokenizer):
+    if tokenizer is None:
+        from ..tokenizer import default_tokenizer
+
+        return default_tokenizer()
+    for attr in ("vocab_size", "eos_token_ids", "special_token_ids", "fingerprint", "encode"):
+        if not hasattr(tokenizer, attr):
+            raise TypeError(f"tokenizer must be a structgen.Tokenizer (missing {attr!r}), "
+                            f"got {type(tokenizer).__name__}")
+    return tokenizer
+
+
+def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tuple[CompiledConstraint, str]:
+    """Like compile_constraint, plus where the result came from: "memory", "disk" or "miss"."""
+    tokenizer = _resolve_tokenizer(tokenizer)
+    canonical, keyed_options, build_automaton = _automaton_builder(kind, value, options)
+    key = make_key(kind, canonical, keyed_options, tokenizer.fingerprint)
+
+    def build() -> CompiledConstraint:
+        timeout = settings.get("STRUCTGEN_COMPILE_TIMEOUT_S")
+        deadline = time.monotonic() + timeout
+        vocab = Vocabulary.from_tokenizer(tokenizer)
+        automaton = build_automaton()
+        if time.monotonic() > deadline:
+            raise ConstraintTooComplexError("compile time (s)", timeout, "STRUCTGEN_COMPILE_TIMEOUT_S")
+        index = TokenIndex(automaton, vocab, max_states=settings.get("STRUCTGEN_MAX_STATES"), timeout_s=timeout)
+        index.build_initial(deadline)
+        return CompiledConstraint(kind, key, index, tokenizer)
+
+    def restore(payload: dict) -> CompiledConstraint:
+        if payload.get("kind") != kind:
+            raise ValueError("cached entry is of another kind")
+        index = TokenIndex.restore(payload["index"], Vocabulary.from_tokenizer(tokenizer),
+                                   max_states=settings.get("STRUCTGEN_MAX_STATES"),
+                                   timeout_s=settings.get("STRUCTGEN_COMPILE_TIMEOUT_S"))
+        return CompiledConstraint(kind, key, index, tokenizer)
+
+    return default_cache().get_or_compile(key, build, restore)
+
+
+def compile_constraint(kind: str, value: Any, tokenizer=None, **options) -> CompiledConstraint:
+    """Compile (or fetch from the cache) a constraint: kind "json_schema" | "regex" | "choice".
+
+    Raises ConstraintError subclasses for bad constraints (InvalidSchemaError, UnsupportedSchemaError,
+    InvalidRegexError, ConstraintTooComplexError), TypeError/ValueError for API misuse.
+    """
+    return compile_with_status(kind, value, tokenizer, **options)[0]
+
+
+def compile_json_schema(schema: dict | bool | str, tokenizer=None, *, extra_properties: bool = False,
+                        **options) -> CompiledConstraint:
+    """A JSON Schema (dict, bool, or JSON text) -> CompiledConstraint. None = the default model's tokenizer.
+
+    extra_properties=False (default): objects admit only declared keys unless the schema says otherwise.
+    Other options (whitespace, max_recursion_depth, ...) go to the schema compiler.
+    """
+    return compile_constraint("json_schema", schema, tokenizer, extra_properties=extra_properties, **options)
+
+
+def compile_regex(pattern: str, tokenizer=None) -> CompiledConstraint:
+    """A regex (full match, the subset interegular parses) -> CompiledConstraint."""
+    return compile_constraint("regex", pattern, tokenizer)
+
+
+def compile_choice(choices: Sequence[str], tokenizer=None) -> CompiledConstraint:
+    """Exactly one of `choices` -> CompiledConstraint."""
+    return compile_constraint("choice", list(choices) if isinstance(choices, tuple) else choices, tokenizer)

@@ -1,0 +1,250 @@
+"""The compile cache: an in-memory LRU of compiled constraints, backed by pickles on disk.
+
+Key = sha256(kind, canonical constraint, options, tokenizer fingerprint, structgen version, file format).
+On disk (`settings.cache_dir()/fsm/<key>.pkl`, off with STRUCTGEN_DISABLE_DISK_CACHE) each entry holds the
+automaton and every table and mask built so far, so a restart reuses them and a hit costs milliseconds.
+Entries are written atomically (temp file + rename); an unreadable or mismatched file is ignored and rewritten.
+Failures (ConstraintError) are cached in memory so the same bad constraint fails fast.
+
+NOTE: the disk files are pickles: the cache folder must be as trusted as the code (it is the user's own).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .. import __version__, settings
+from ..errors import ConstraintError, ConstraintTooComplexError
+
+log = logging.getLogger(__name__)
+
+# Bump when the pickled layout changes: older files are then ignored and rewritten.
+FORMAT_VERSION = 1
+MEMORY_CAPACITY = 256
+
+MEMORY, DISK, MISS = "memory", "disk", "miss"
+
+
+class Cacheable(Protocol):
+    key: str
+
+    def snapshot(self) -> dict: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+def make_key(kind: str, canonical: str, options: dict, fingerprint: str) -> str:
+    """The cache key of one constraint for one tokenizer (hex sha256)."""
+    try:
+        opts = json.dumps(options, sort_keys=True, separators=(",", ":"))
+    except TypeError as e:
+        raise TypeError(f"constraint options must be JSON values: {e}") from None
+    blob = json.dumps([FORMAT_VERSION, __version__, kind, canonical, opts, fingerprint], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _limits() -> tuple[int, float]:
+    return settings.get("STRUCTGEN_MAX_STATES"), settings.get("STRUCTGEN_COMPILE_TIMEOUT_S")
+
+
+class CompileCache:
+    """Thread-safe LRU + disk cache. `disk_dir=None` means `settings.cache_dir()/fsm`, read at each use."""
+
+    def __init__(self, capacity: int = MEMORY_CAPACITY, disk_dir: Path | None = None):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._disk_dir = disk_dir
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, object] = OrderedDict()  # key -> compiled | _Failure
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._saved_version: dict[str, int] = {}  # key -> index version last written to disk
+        self._unpicklable_warned = False
+
+    # ---- lookup ------------------------------------------------------------------------------------------
+
+    def get_or_compile(self, key: str, build: Callable[[], Cacheable],
+                       restore: Callable[[dict], Cacheable]) -> tuple[Cacheable, str]:
+        """The compiled constraint for `key` and where it came from: "memory", "disk" or "miss".
+
+        `build()` compiles (may raise ConstraintError, which is remembered); `restore(payload)` rebuilds an
+        object from a disk payload (any exception = unusable file). Concurrent callers of one key wait for a
+        single compile.
+        """
+        hit = self._memory_get(key)
+        if hit is not None:
+            return hit, MEMORY
+        with self._key_lock(key):
+            hit = self._memory_get(key)
+            if hit is not None:
+                return hit, MEMORY
+            obj = self._disk_get(key, restore)
+            if obj is not None:
+                self._memory_put(key, obj)
+                self._saved_version[key] = obj.version
+                return obj, DISK
+            try:
+                obj = build()
+            except ConstraintError as e:
+                self._memory_put(key, _Failure(e, _limits()))
+                raise
+            self._memory_put(key, obj)
+            self.save(obj)
+            return obj, MISS
+
+    def _memory_get(self, key: str):
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if isinstance(entry, _Failure):
+                if not entry.still_applies():
+                    del self._entries[key]
+                    return None
+                self._entries.move_to_end(key)
+                raise entry.error.with_traceback(None)
+            self._entries.move_to_end(key)
+            return entry
+
+    def _memory_put(self, key: str, entry) -> None:
+        evicted = []
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                evicted.append(self._entries.popitem(last=False)[1])
+        for old in evicted:
+            if not isinstance(old, _Failure):
+                self.save(old)  # keep what it learned before it leaves memory (outside the lock: pickling)
+            self._saved_version.pop(getattr(old, "key", None), None)
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            lock = self._key_locks.get(key)
+            if lock is None:
+                if len(self._key_locks) > 4 * self.capacity:
+                    # Drop idle locks so the table stays bounded.
+                    self._key_locks = {k: v for k, v in self._key_locks.items() if v.locked()}
+                lock = self._key_locks[key] = threading.Lock()
+            return lock
+
+    def clear(self, disk: bool = False) -> None:
+        """Forget every in-memory entry (and, with disk=True, every file of this cache's folder)."""
+        with self._lock:
+            self._entries.clear()
+            self._saved_version.clear()
+        if disk and self.disk_dir() is not None:
+            for f in self.disk_dir().glob("*.pkl"):
+                f.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # ---- disk --------------------------------------------------------------------------------------------
+
+    def disk_dir(self) -> Path | None:
+        """The folder of this cache's files, or None while the disk cache is disabled."""
+        if settings.get("STRUCTGEN_DISABLE_DISK_CACHE"):
+            return None
+        d = self._disk_dir if self._disk_dir is not None else settings.cache_dir() / "fsm"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def path_for(self, key: str) -> Path | None:
+        d = self.disk_dir()
+        return None if d is None else d / f"{key}.pkl"
+
+    def _disk_get(self, key: str, restore: Callable[[dict], Cacheable]):
+        path = self.path_for(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as fh:
+                blob = pickle.load(fh)
+            if not (isinstance(blob, dict) and blob.get("format") == FORMAT_VERSION
+                    and blob.get("structgen") == __version__ and blob.get("key") == key):
+                raise ValueError("format, version or key mismatch")
+            return restore(blob["payload"])
+        except Exception as e:  # noqa: BLE001 - any unreadable file is only a miss; it is rewritten
+            log.warning("ignoring unusable FSM cache file %s (%s: %s)", path, type(e).__name__, e)
+            return None
+
+    def save(self, obj: Cacheable) -> bool:
+        """Write `obj` to disk if it grew since its last write. True if a file was written."""
+        path = self.path_for(obj.key)
+        if path is None:
+            return False
+        version = obj.version
+        if self._saved_version.get(obj.key) == version and path.is_file():
+            return False
+        blob = {"format": FORMAT_VERSION, "structgen": __version__, "key": obj.key, "payload": obj.snapshot()}
+        try:
+            data = pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            if not self._unpicklable_warned:
+                log.warning("compiled constraint cannot be pickled, disk cache skipped (%s)", e)
+                self._unpicklable_warned = True
+            return False
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pkl")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+        except OSError as e:
+            log.warning("could not write FSM cache file %s: %s", path, e)
+            Path(tmp).unlink(missing_ok=True)
+            return False
+        self._saved_version[obj.key] = version
+        return True
+
+    def save_dirty(self) -> int:
+        """Persist every in-memory constraint that grew since it was written (call periodically / at exit)."""
+        with self._lock:
+            objs = [e for e in self._entries.values() if not isinstance(e, _Failure)]
+        return sum(self.save(o) for o in objs)
+
+
+class _Failure:
+    """A remembered compile error. Limit errors are forgotten once the limits are raised."""
+
+    __slots__ = ("error", "limits")
+
+    def __init__(self, error: ConstraintError, limits: tuple[int, float]):
+        self.error = error
+        self.limits = limits
+
+    def still_applies(self) -> bool:
+        return not isinstance(self.error, ConstraintTooComplexError) or _limits() == self.limits
+
+
+_DEFAULT: CompileCache | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_cache() -> CompileCache:
+    """The process-wide cache used by structgen.compile_*."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = CompileCache()
+            atexit.register(_save_at_exit)
+        return _DEFAULT
+
+
+def _save_at_exit() -> None:
+    if _DEFAULT is not None:
+        try:
+            _DEFAULT.save_dirty()
+        except Exception as e:  # noqa: BLE001 - never fail interpreter shutdown over a cache write
+            log.warning("saving the FSM cache at exit failed: %s", e)

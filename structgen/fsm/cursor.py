@@ -1,0 +1,128 @@
+"""The per-request cursor: where one sequence stands in a shared CompiledConstraint.
+
+A cursor is small (a state number and a history stack) and cheap to create. It is used by one request at a
+time (not thread-safe itself); the CompiledConstraint behind it is shared and thread-safe.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import bitmask
+from .index import DEAD
+
+if TYPE_CHECKING:
+    from .api import CompiledConstraint
+
+# The state after EOS was accepted: nothing more is allowed.
+ENDED = -2
+
+
+class Cursor:
+    """Advance / mask / forced run / rollback over a CompiledConstraint.
+
+    Masks and transitions are built on first visit of a state (then shared by every cursor of the constraint);
+    that first visit may raise ConstraintTooComplexError if it runs past the configured limits.
+    """
+
+    __slots__ = ("_compiled", "_index", "_eos", "_state", "_history")
+
+    def __init__(self, compiled: "CompiledConstraint"):
+        self._compiled = compiled
+        self._index = compiled._index
+        self._eos = compiled._eos_set
+        self._state = self._index.initial
+        self._history: list[int] = []
+
+    @property
+    def state(self) -> int:
+        """The current state number (ENDED after EOS). Opaque; equal numbers mean equal futures."""
+        return self._state
+
+    @property
+    def num_advanced(self) -> int:
+        """Tokens accepted so far (what rollback can undo)."""
+        return len(self._history)
+
+    def copy(self) -> "Cursor":
+        """An independent cursor at the same state with the same history."""
+        other = Cursor.__new__(Cursor)
+        other._compiled, other._index, other._eos = self._compiled, self._index, self._eos
+        other._state, other._history = self._state, list(self._history)
+        return other
+
+    def mask(self) -> np.ndarray:
+        """The current (num_words,) int32 bitmask row (read-only; all zero after EOS)."""
+        if self._state == ENDED:
+            return self._compiled._empty_mask
+        return self._index.mask(self._state)
+
+    def fill_bitmask(self, row) -> None:
+        """Write the current state's mask into `row`: a (num_words,) int32 numpy array or torch tensor row.
+
+        Once the state's mask exists this is one row copy. After EOS the row is all zero.
+        """
+        bitmask.copy_row(row, self.mask())
+
+    def allowed_token_ids(self) -> np.ndarray:
+        """Sorted int64 ids allowed now (EOS included exactly in final states)."""
+        return bitmask.unpack(self.mask())
+
+    def is_allowed(self, token_id: int) -> bool:
+        """Whether `advance(token_id)` would succeed (nothing changes)."""
+        if self._state == ENDED:
+            return False
+        if token_id in self._eos:
+            return self._index.is_final(self._state)
+        return self._index.next_state(self._state, int(token_id)) != DEAD
+
+    def advance(self, token_id: int) -> bool:
+        """Accept `token_id`: True and move on, or False (state unchanged) if it is not allowed."""
+        s = self._state
+        if s == ENDED:
+            return False
+        token_id = int(token_id)
+        if token_id in self._eos:
+            if not self._index.is_final(s):
+                return False
+            nxt = ENDED
+        else:
+            nxt = self._index.next_state(s, token_id)
+            if nxt == DEAD:
+                return False
+        self._history.append(s)
+        self._state = nxt
+        return True
+
+    def is_final(self) -> bool:
+        """The text so far is a complete match (EOS allowed); True after EOS."""
+        return self._state == ENDED or self._index.is_final(self._state)
+
+    def is_terminated(self) -> bool:
+        """Final and nothing but EOS can follow (or EOS was accepted)."""
+        return self._state == ENDED or self._index.is_terminated(self._state)
+
+    def forced_tokens(self) -> list[int]:
+        """The tokens that are the only legal continuation from here (possibly empty); the cursor stays put.
+
+        Each returned token is allowed in sequence. When the forced bytes run into a choice point, the last
+        token is held back because it could merge with what follows.
+        """
+        if self._state == ENDED:
+            return []
+        return self._compiled._forced_tokens(self._state)
+
+    def rollback(self, n: int) -> None:
+        """Undo the last `n` advances (n may be 0). ValueError if fewer than `n` were made."""
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"rollback needs a count >= 0, got {n!r}")
+        if n > len(self._history):
+            raise ValueError(f"cannot roll back {n} tokens: only {len(self._history)} were accepted")
+        if n:
+            self._state = self._history[-n]
+            del self._history[-n:]
+
+    def __repr__(self) -> str:
+        return f"Cursor(state={self._state}, advanced={len(self._history)}, key={self._compiled.key[:12]})"

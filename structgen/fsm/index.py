@@ -1,0 +1,329 @@
+"""The token-level index: a ByteAutomaton x a Vocabulary, grown lazily as decoding reaches new states.
+
+States are numbered in the order they are reached (0 = initial). A state's byte transitions are materialized
+into one growing table `T` (n_states x 256, int32, -1 = dead) on first need; a state's token mask is built on
+first need by walking every token's bytes through `T`, vectorized over the vocabulary, and kept.
+
+Thread safety: one index is shared by every request using its constraint. Growth (numbering, materializing,
+building a mask) happens under `_lock`; readers only ever look at rows that were complete before they were
+published (a row is written before its `_materialized` flag, a mask before it enters `_masks`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Hashable
+
+import numpy as np
+
+from ..errors import ConstraintTooComplexError
+from . import bitmask
+from .automaton import ByteAutomaton
+from .vocab import Vocabulary
+
+DEAD = -1
+# _only_byte values besides a byte 0..255:
+_MANY_BYTES = -1  # several bytes continue
+_NO_BYTES = -2  # nothing continues (only EOS, the state is final)
+# A forced run longer than this is cut (the rest is offered again from where it stopped).
+MAX_FORCED_BYTES = 4096
+
+
+class TokenIndex:
+    """Token-level transitions and masks of one automaton over one vocabulary.
+
+    Args:
+        automaton: the byte automaton (its states must be hashable; for the disk cache, picklable).
+        vocab: the tokenizer's vocabulary view.
+        max_states: most states this index may number before ConstraintTooComplexError.
+        timeout_s: most seconds one mask build (or compile, see `build_initial`) may take.
+    """
+
+    _INITIAL_CAPACITY = 64
+
+    def __init__(self, automaton: ByteAutomaton, vocab: Vocabulary, *, max_states: int, timeout_s: float):
+        if max_states < 1:
+            raise ValueError(f"max_states must be >= 1, got {max_states}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.automaton = automaton
+        self.vocab = vocab
+        self.max_states = int(max_states)
+        self.timeout_s = float(timeout_s)
+        self._lock = threading.RLock()
+        self._states: list[Hashable] = []
+        self._ids: dict[Hashable, int] = {}
+        cap = self._INITIAL_CAPACITY
+        self._table = np.full((cap, 256), DEAD, dtype=np.int32)  # (cap, 256) next state per byte
+        self._materialized = np.zeros(cap, dtype=bool)  # (cap,)
+        self._final = np.zeros(cap, dtype=bool)  # (cap,)
+        self._only_byte = np.full(cap, _MANY_BYTES, dtype=np.int16)  # (cap,) see _MANY_BYTES / _NO_BYTES
+        self._masks: dict[int, np.ndarray] = {}  # state -> (num_words,) int32, read-only
+        self._version = 0  # bumped on every growth; the disk cache saves when it moved
+        self._deadline = float("inf")
+        with self._lock:
+            self._number(automaton.initial())
+
+    # ---- queries (cheap once built) ----------------------------------------------------------------------
+
+    initial: int = 0
+
+    @property
+    def num_states(self) -> int:
+        """States materialized so far (byte transitions known)."""
+        return int(np.count_nonzero(self._materialized[: len(self._states)]))
+
+    @property
+    def num_masks(self) -> int:
+        return len(self._masks)
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def is_final(self, state: int) -> bool:
+        return bool(self._final[state])
+
+    def is_terminated(self, state: int) -> bool:
+        """Final and no byte can follow: only EOS is left."""
+        self._ensure_materialized(state)
+        return bool(self._final[state]) and int(self._only_byte[state]) == _NO_BYTES
+
+    def mask(self, state: int) -> np.ndarray:
+        """The (num_words,) int32 read-only bitmask row of `state` (built on first call)."""
+        m = self._masks.get(state)
+        if m is None:
+            m = self._build_mask_locked(state)
+        return m
+
+    def next_state(self, state: int, token_id: int) -> int:
+        """The state after `token_id`, or DEAD if the token is not allowed. EOS is not handled here."""
+        if not 0 <= token_id < len(self.vocab.token_bytes):
+            return DEAD
+        data = self.vocab.token_bytes[token_id]
+        if not data:
+            return DEAD  # special / added / EOS / unused ids
+        s = state
+        for byte in data:
+            if not self._materialized[s]:
+                self._ensure_materialized(s)
+            s = int(self._table[s, byte])
+            if s < 0:
+                return DEAD
+        return s
+
+    def walk_bytes(self, state: int, data: bytes) -> int:
+        """The state after reading raw `data` from `state` (DEAD if it leaves the language)."""
+        s = state
+        for byte in data:
+            if not self._materialized[s]:
+                self._ensure_materialized(s)
+            s = int(self._table[s, byte])
+            if s < 0:
+                return DEAD
+        return s
+
+    def forced_run(self, state: int) -> tuple[bytes, int]:
+        """Bytes that are the only continuation from `state` (stopping at a final state), and the state after."""
+        out = bytearray()
+        s = state
+        while not self._final[s] and len(out) < MAX_FORCED_BYTES:
+            self._ensure_materialized(s)
+            b = int(self._only_byte[s])
+            if b < 0:
+                break
+            out.append(b)
+            s = int(self._table[s, b])
+        return bytes(out), s
+
+    # ---- growth (under the lock) -------------------------------------------------------------------------
+
+    def build_initial(self, deadline: float) -> None:
+        """Build the initial state's mask within `deadline` (time.monotonic()): what "compile" means."""
+        with self._lock:
+            self._deadline = deadline
+            try:
+                self._build_mask(self.initial)
+            finally:
+                self._deadline = float("inf")
+
+    def _ensure_materialized(self, state: int) -> None:
+        if self._materialized[state]:
+            return
+        with self._lock:
+            if self._deadline == float("inf"):
+                self._deadline = time.monotonic() + self.timeout_s
+                try:
+                    self._materialize(state)
+                finally:
+                    self._deadline = float("inf")
+            else:
+                self._materialize(state)
+
+    def _build_mask_locked(self, state: int) -> np.ndarray:
+        with self._lock:
+            m = self._masks.get(state)
+            if m is not None:
+                return m
+            outer = self._deadline == float("inf")
+            if outer:
+                self._deadline = time.monotonic() + self.timeout_s
+            try:
+                return self._build_mask(state)
+            finally:
+                if outer:
+                    self._deadline = float("inf")
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise ConstraintTooComplexError("time to build a state's token mask (s)", self.timeout_s,
+                                            "STRUCTGEN_COMPILE_TIMEOUT_S")
+
+    def _grow(self, need: int) -> None:
+        cap = self._table.shape[0]
+        if need <= cap:
+            return
+        new_cap = max(need, cap * 2)
+        table = np.full((new_cap, 256), DEAD, dtype=np.int32)
+        table[:cap] = self._table
+        materialized = np.zeros(new_cap, dtype=bool)
+        materialized[:cap] = self._materialized
+        final = np.zeros(new_cap, dtype=bool)
+        final[:cap] = self._final
+        only = np.full(new_cap, _MANY_BYTES, dtype=np.int16)
+        only[:cap] = self._only_byte
+        # NOTE: publish the table before the flags: a reader that sees a flag finds its row in the table.
+        self._table, self._final, self._only_byte = table, final, only
+        self._materialized = materialized
+
+    def _number(self, state: Hashable) -> int:
+        sid = self._ids.get(state)
+        if sid is not None:
+            return sid
+        sid = len(self._states)
+        if sid >= self.max_states:
+            raise ConstraintTooComplexError("automaton states", self.max_states, "STRUCTGEN_MAX_STATES")
+        self._grow(sid + 1)
+        self._final[sid] = bool(self.automaton.is_final(state))
+        self._states.append(state)
+        self._ids[state] = sid
+        self._version += 1
+        return sid
+
+    def _materialize(self, sid: int) -> None:
+        if self._materialized[sid]:
+            return
+        self._check_deadline()
+        trans = self.automaton.transitions(self._states[sid])
+        row = np.full(256, DEAD, dtype=np.int32)  # (256,)
+        for byte, nxt in trans.items():
+            row[byte] = self._number(nxt)
+        n = len(trans)
+        only = _NO_BYTES if n == 0 else (next(iter(trans)) if n == 1 else _MANY_BYTES)
+        self._table[sid] = row
+        self._only_byte[sid] = only
+        self._materialized[sid] = True
+        self._version += 1
+
+    def _build_mask(self, state: int) -> np.ndarray:
+        """Walk the whole vocabulary from `state`; tokens that survive all their bytes are allowed."""
+        m = self._masks.get(state)
+        if m is not None:
+            return m
+        v = self.vocab
+        self._materialize(state)
+        row = self._table[state]  # (256,)
+        first_ok = np.flatnonzero(row >= 0)  # allowed first bytes
+        starts = v.first_byte_start
+        if v.walk_ids.size == 0:
+            idx = np.zeros(0, dtype=np.int64)
+        elif first_ok.size <= 32:
+            # Structural states: a few contiguous slices of the first-byte-sorted vocabulary.
+            spans = [np.arange(starts[b], starts[b + 1]) for b in first_ok if starts[b + 1] > starts[b]]
+            idx = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)  # (n,) walk rows
+        else:
+            idx = np.flatnonzero((row >= 0)[v.walk_bytes[0]])  # (n,) walk rows
+        cur = row[v.walk_bytes[0][idx]] if idx.size else np.zeros(0, dtype=np.int32)  # (n,) after byte 0
+        lengths = v.walk_lengths
+        allowed = []
+        pos = 1
+        while idx.size:
+            done = lengths[idx] == pos
+            if done.any():
+                allowed.append(idx[done])
+                keep = ~done
+                idx, cur = idx[keep], cur[keep]
+                if not idx.size:
+                    break
+            pending = cur[~self._materialized[cur]]
+            if pending.size:
+                for s in np.unique(pending).tolist():
+                    self._materialize(s)
+            self._check_deadline()
+            nxt = self._table[cur, v.walk_bytes[pos][idx]]  # (n,) state after byte `pos`
+            alive = nxt >= 0
+            idx, cur = idx[alive], nxt[alive]
+            pos += 1
+        ids = v.walk_ids[np.concatenate(allowed)] if allowed else np.zeros(0, dtype=np.int32)
+        if self._final[state] and v.eos_token_ids.size:
+            ids = np.concatenate([ids, v.eos_token_ids])
+        mask = bitmask.pack(ids, v.vocab_size)
+        mask.flags.writeable = False
+        self._masks[state] = mask
+        self._version += 1
+        return mask
+
+    # ---- persistence (the disk cache) --------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """A picklable copy of everything built so far (the vocabulary is not included: it is re-attached)."""
+        with self._lock:
+            n = len(self._states)
+            return {
+                "automaton": self.automaton,
+                "states": list(self._states),
+                "table": self._table[:n].copy(),
+                "materialized": self._materialized[:n].copy(),
+                "final": self._final[:n].copy(),
+                "only_byte": self._only_byte[:n].copy(),
+                "masks": dict(self._masks),
+                "fingerprint": self.vocab.fingerprint,
+                "vocab_size": self.vocab.vocab_size,
+                "version": self._version,
+            }
+
+    @classmethod
+    def restore(cls, snap: dict, vocab: Vocabulary, *, max_states: int, timeout_s: float) -> "TokenIndex":
+        """An index rebuilt from `snapshot()` for the same tokenizer (ValueError if the vocabulary differs)."""
+        if snap["fingerprint"] != vocab.fingerprint or snap["vocab_size"] != vocab.vocab_size:
+            raise ValueError("snapshot was built for another tokenizer")
+        self = cls.__new__(cls)
+        self.automaton = snap["automaton"]
+        self.vocab = vocab
+        self.max_states = max(int(max_states), len(snap["states"]))
+        self.timeout_s = float(timeout_s)
+        self._lock = threading.RLock()
+        self._states = list(snap["states"])
+        self._ids = {s: i for i, s in enumerate(self._states)}
+        if len(self._ids) != len(self._states):
+            raise ValueError("snapshot states are not distinct")
+        n = len(self._states)
+        cap = max(cls._INITIAL_CAPACITY, n)
+        self._table = np.full((cap, 256), DEAD, dtype=np.int32)
+        self._table[:n] = snap["table"]
+        self._materialized = np.zeros(cap, dtype=bool)
+        self._materialized[:n] = snap["materialized"]
+        self._final = np.zeros(cap, dtype=bool)
+        self._final[:n] = snap["final"]
+        self._only_byte = np.full(cap, _MANY_BYTES, dtype=np.int16)
+        self._only_byte[:n] = snap["only_byte"]
+        self._masks = dict(snap["masks"])
+        words = vocab.num_words
+        for m in self._masks.values():
+            if m.shape != (words,) or m.dtype != bitmask.DTYPE:
+                raise ValueError("snapshot mask has the wrong shape")
+            m.flags.writeable = False
+        self._version = int(snap["version"])
+        self._deadline = float("inf")
+        return self
