@@ -202,7 +202,8 @@ def render_markdown(runs: list[EngineRun], header: dict) -> str:
     lines, split_rows, notes = [], [], []
     for run in runs:
         if run.unavailable:
-            label = "not installed" if "not installed" in run.unavailable else "unavailable"
+            # EngineUnavailable is the adapters' "package missing"; anything else is a broken engine
+            label = "not installed" if run.unavailable.startswith("EngineUnavailable") else "unavailable"
             lines.append([run.engine, label] + ["-"] * (len(headers) - 2))
             notes.append(f"- {run.engine}: {label}: {run.unavailable.splitlines()[0][:200]}")
             continue

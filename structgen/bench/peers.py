@@ -283,6 +283,9 @@ def create_engine(spec: str, tokenizer, options: dict | None = None) -> MaskEngi
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as e:
-            raise EngineUnavailable(f"cannot load engine {spec!r} (not installed?): {e}") from e
-        return factory(tokenizer)
+            raise EngineUnavailable(f"cannot load engine {spec!r}: {e}") from e
+        try:
+            return factory(tokenizer)
+        except ImportError as e:  # the adapter loaded but its package did not
+            raise EngineUnavailable(f"{spec}: {e}") from e
     raise ValueError(f"unknown engine {spec!r}; choose from {', '.join(PEER_NAMES)} or give module:factory")
