@@ -43,6 +43,8 @@ class Sequence:
         # Constraint: `cursor` once compiled; `compile_future` while compiling in the pool.
         self.cursor: Any = None
         self.compile_future: Future | None = None
+        self.mask_words = 0             # bitmask words the constraint fills (ceil(its vocab / 32))
+        self.seed = request.sampling.seed if request.sampling.seed is not None else 0
         self.generator: Any = None      # torch.Generator for seeded sampling (made by the runner)
         self.detokenizer: Any = None
         # Counters (usage) and timings.

@@ -1,0 +1,189 @@
+"""ModelRunner: owns every tensor of a step. Builds the ForwardBatch, runs the model, fills the batch bitmask from
+the cursors of constrained rows, applies it in one kernel, samples, and returns token ids.
+
+Rows: a scheduled sequence wants `num_logits` logits rows (its last positions): 1 for a decode or the last chunk
+of a prefill, 1 + k when k draft tokens are verified (issue 6), 0 for a middle prefill chunk. Each row gets its
+own mask row: for drafts the cursor is walked along the draft while filling and rolled back afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .forward_batch import build_forward_batch
+from .kv_cache import KVCache
+from .scheduler import ScheduledSequence
+
+
+def _reference_apply_bitmask(logits: torch.Tensor, mask: torch.Tensor) -> None:
+    """logits (N, V) float; mask (N, ceil(V/32)) int32, bit i%32 of word i//32 set = token i allowed."""
+    shifts = torch.arange(32, dtype=torch.int32, device=mask.device)
+    bits = (mask.unsqueeze(-1) >> shifts) & 1  # (N, W, 32)
+    allowed = bits.reshape(mask.shape[0], -1)[:, :logits.shape[1]].bool()  # (N, V)
+    logits.masked_fill_(~allowed, float("-inf"))
+
+
+def _bitmask_kernel():
+    """The masking kernel of structgen/kernels/bitmask.py when present, else the plain-torch reference."""
+    try:
+        from ..kernels import bitmask as k
+    except ImportError:
+        return _reference_apply_bitmask
+    for name in ("apply_token_bitmask_inplace", "apply_bitmask_inplace", "apply_bitmask"):
+        fn = getattr(k, name, None)
+        if fn is not None:
+            return fn
+    return _reference_apply_bitmask
+
+
+@dataclass
+class StepResult:
+    sampled: list[list[int]]            # per scheduled sequence: one token per logits row (empty if none)
+    forward_s: float = 0.0
+    mask_s: float = 0.0
+    num_constrained_rows: int = 0
+
+
+class ModelRunner:
+    def __init__(self, model, kv: KVCache, *, max_rows: int, overlap_mask_fill: bool = False):
+        self.model = model
+        self.kv = kv
+        self.device = model.device
+        self.vocab_size = model.config.vocab_size
+        self.num_words = -(-self.vocab_size // 32)
+        self.max_rows = max_rows
+        # NOTE: one preallocated host buffer for the batch mask; a step writes rows [0, N) and nothing is
+        # allocated per step. On CUDA the rows are copied once to a device buffer of the same shape.
+        self._mask_host = torch.zeros((max_rows, self.num_words), dtype=torch.int32,
+                                      pin_memory=self.device.type == "cuda")  # (R, W) int32
+        self._mask_np = self._mask_host.numpy()  # a view: numpy row writes land in the tensor
+        self._mask_dev = self._mask_host if self.device.type == "cpu" else torch.empty_like(
+            self._mask_host, device=self.device)
+        self._apply_bitmask = _bitmask_kernel()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="structgen-mask") if overlap_mask_fill else None
+
+    # ----- masks -----
+    def _fill_masks(self, scheduled: list[ScheduledSequence]) -> tuple[int, int]:
+        """Write one mask row per logits row into the host buffer. Returns (rows, constrained rows)."""
+        buf = self._mask_np
+        r = 0
+        constrained = 0
+        for sc in scheduled:
+            n = sc.num_logits
+            if not n:
+                continue
+            cursor = sc.seq.cursor
+            if cursor is None:
+                buf[r:r + n] = -1                       # all tokens allowed
+                r += n
+                continue
+            w = sc.seq.mask_words
+            drafts = sc.seq.draft_tokens[:sc.num_drafts]
+            advanced = 0
+            dead = False
+            for j in range(n):
+                row = buf[r + j]
+                if dead:
+                    # Past a draft token the constraint rejects: the row's sample is never used (acceptance
+                    # stops at the rejected token), so any non-empty mask will do.
+                    row[:] = -1
+                    continue
+                cursor.fill_bitmask(row[:w])
+                if w < self.num_words:
+                    row[w:] = 0
+                if j < n - 1:
+                    if cursor.advance(drafts[j]):
+                        advanced += 1
+                    else:
+                        dead = True
+            if advanced:
+                cursor.rollback(advanced)
+            constrained += n
+            r += n
+        return r, constrained
+
+    # ----- the step -----
+    @torch.inference_mode()
+    def run(self, scheduled: list[ScheduledSequence]) -> StepResult:
+        batch = build_forward_batch(
+            [sc.seq.token_ids[sc.context_len:sc.context_len + sc.num_committed_new]
+             + sc.seq.draft_tokens[:sc.num_drafts] for sc in scheduled],
+            [sc.context_len for sc in scheduled],
+            [sc.seq.block_table for sc in scheduled],
+            self.kv.block_size, self.device, num_logits=[sc.num_logits for sc in scheduled])
+        num_rows = batch.logits_indices.shape[0]
+        if num_rows > self.max_rows:
+            raise ValueError(f"{num_rows} logits rows exceed the runner's {self.max_rows}")
+
+        t0 = time.perf_counter()
+        fill = self._pool.submit(self._fill_masks, scheduled) if self._pool is not None else None
+        logits = self.model(batch, self.kv)  # (N, V) float32
+        t1 = time.perf_counter()
+        if fill is not None:
+            _, constrained = fill.result()
+            tm = time.perf_counter()
+            mask_s = tm - t1                            # only the part not hidden behind the forward
+        else:
+            tm = time.perf_counter()
+            _, constrained = self._fill_masks(scheduled)
+            mask_s = time.perf_counter() - tm
+        forward_s = t1 - t0
+        if num_rows == 0:
+            return StepResult([[] for _ in scheduled], forward_s, mask_s, 0)
+
+        if constrained:
+            tm = time.perf_counter()
+            mask = self._mask_host[:num_rows]
+            if self.device.type != "cpu":
+                self._mask_dev[:num_rows].copy_(mask, non_blocking=True)
+                mask = self._mask_dev[:num_rows]
+            self._apply_bitmask(logits, mask)
+            mask_s += time.perf_counter() - tm
+        tokens = self._sample(logits, scheduled)
+        out, r = [], 0
+        for sc in scheduled:
+            out.append(tokens[r:r + sc.num_logits])
+            r += sc.num_logits
+        return StepResult(out, forward_s, mask_s, constrained)
+
+    def _sample(self, logits: torch.Tensor, scheduled: list[ScheduledSequence]) -> list[int]:
+        """logits (N, V) float32, already masked. Greedy rows take the argmax; sampling rows draw with their
+        sequence's own generator, so a seeded request gets the same tokens whatever else is in the batch."""
+        greedy = logits.argmax(dim=-1)  # (N,) int64
+        tokens = greedy.tolist()
+        r = 0
+        for sc in scheduled:
+            sp = sc.seq.sampling
+            if not sp.greedy:
+                for j in range(sc.num_logits):
+                    tokens[r + j] = self._sample_row(logits[r + j], sp, sc.seq)
+            r += sc.num_logits
+        return tokens
+
+    def _sample_row(self, row: torch.Tensor, sp, seq) -> int:
+        """row (V,) float32 logits with disallowed tokens at -inf."""
+        if seq.generator is None:
+            seq.generator = torch.Generator(device=row.device)
+            seq.generator.manual_seed(seq.seed)
+        x = row / sp.temperature  # (V,)
+        if sp.top_k and sp.top_k < x.shape[0]:
+            kth = torch.topk(x, sp.top_k).values[-1]
+            x = x.masked_fill(x < kth, float("-inf"))
+        if sp.top_p < 1.0:
+            sorted_x, order = torch.sort(x, descending=True)  # (V,)
+            probs = torch.softmax(sorted_x, dim=-1)
+            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            cut = (torch.cumsum(probs, dim=-1) - probs) >= sp.top_p
+            sorted_x = sorted_x.masked_fill(cut, float("-inf"))
+            x = torch.full_like(x, float("-inf")).scatter_(0, order, sorted_x)
+        probs = torch.softmax(x, dim=-1)  # (V,)
+        return int(torch.multinomial(probs, 1, generator=seq.generator).item())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

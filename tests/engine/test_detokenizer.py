@@ -1,0 +1,52 @@
+import pytest
+
+from structgen import default_tokenizer
+from structgen.engine.detokenizer import IncrementalDetokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return default_tokenizer()
+
+
+def stream(tok, ids, stop=(), step=1):
+    d = IncrementalDetokenizer(tok, stop)
+    parts = []
+    for i in range(0, len(ids), step):
+        d.add(ids[i:i + step])
+        parts.append(d.delta())
+        if d.stopped:
+            break
+    parts.append(d.delta(final=True))
+    return parts, d
+
+
+def test_multibyte_characters_are_never_split(tok):
+    text = "héllo wörld — 日本語のテキスト 🙂👍 done"
+    ids = tok.encode(text)
+    parts, _ = stream(tok, ids)
+    assert "".join(parts) == text
+    assert all("\ufffd" not in p for p in parts)
+    # Some emoji takes several byte tokens: at least one step emitted nothing while waiting for bytes.
+    assert "" in parts[:-1]
+
+
+def test_stop_string_cuts_the_text_and_is_not_emitted(tok):
+    ids = tok.encode('{"a": 1}\n\nEND and more text')
+    parts, d = stream(tok, ids, stop=("\n\nEND",))
+    assert d.stopped and "".join(parts) == '{"a": 1}'
+
+
+def test_text_that_may_start_a_stop_string_is_held_back(tok):
+    d = IncrementalDetokenizer(tok, ("STOP",))
+    d.add(tok.encode("value ST"))
+    assert not d.delta().endswith("ST")
+    d.add(tok.encode("ILL fine"))
+    assert "".join([d.delta(final=True)]).endswith("ILL fine")
+    assert not d.stopped
+
+
+def test_stop_string_spanning_tokens(tok):
+    ids = tok.encode("abc xyz<|split|> tail")
+    parts, d = stream(tok, ids, stop=("<|split|>",))
+    assert "".join(parts) == "abc xyz" and d.stopped

@@ -1,0 +1,159 @@
+"""ModelRunner logic (row mapping, masks, sampling) with a fake model; the real model is in test_engine.py."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from structgen.engine.kv_cache import KVCache
+from structgen.engine.requests import GenerateRequest, SamplingParams
+from structgen.engine.runner import ModelRunner
+from structgen.engine.scheduler import ScheduledSequence
+from structgen.engine.sequence import Sequence
+
+V = 40          # not a multiple of 32: the last mask word is partly padding
+BS = 4
+
+
+class FakeModel:
+    """Logits favour (input token + 1) % V, with a gentle slope so every token has some mass."""
+
+    def __init__(self):
+        self.config = SimpleNamespace(vocab_size=V)
+        self.device = torch.device("cpu")
+        self.calls = []
+
+    def __call__(self, batch, kv):
+        self.calls.append(batch)
+        ids = batch.input_ids[batch.logits_indices]                       # (N,)
+        logits = -0.05 * torch.arange(V, dtype=torch.float32).repeat(len(ids), 1)  # (N, V)
+        logits[torch.arange(len(ids)), (ids + 1) % V] += 5.0
+        return logits
+
+
+class SetCursor:
+    """A fake constraint cursor: the allowed set is a function of how many tokens were accepted."""
+
+    def __init__(self, allowed_by_step):
+        self.allowed_by_step = allowed_by_step
+        self.history = []
+
+    def _allowed(self):
+        return self.allowed_by_step[min(len(self.history), len(self.allowed_by_step) - 1)]
+
+    def fill_bitmask(self, row):
+        row[:] = 0
+        for t in self._allowed():
+            row[t // 32] |= np.int32(np.uint32(1 << (t % 32)).view(np.int32))
+
+    def advance(self, t):
+        if t not in self._allowed():
+            return False
+        self.history.append(t)
+        return True
+
+    def rollback(self, n):
+        del self.history[len(self.history) - n:]
+
+
+def make_runner(rows=16):
+    kv = KVCache(k=torch.zeros(1, 16, BS, 1, 2), v=torch.zeros(1, 16, BS, 1, 2), block_size=BS)
+    return ModelRunner(FakeModel(), kv, max_rows=rows)
+
+
+def decode_seq(rid, last, sampling=SamplingParams(), cursor=None, block=0):
+    s = Sequence(GenerateRequest(rid, [1, 2, last], sampling))
+    s.num_computed_tokens = 2
+    s.block_table = [block]
+    if cursor is not None:
+        s.cursor = cursor
+        s.mask_words = -(-V // 32)
+    return s
+
+
+def sched(s, drafts=0):
+    return ScheduledSequence(s, context_len=s.num_computed_tokens, num_new_tokens=s.num_uncomputed_tokens + drafts,
+                             num_drafts=drafts, num_logits=1 + drafts)
+
+
+def test_unconstrained_and_constrained_rows_in_one_batch():
+    r = make_runner()
+    free = decode_seq("free", 10, block=0)
+    cons = decode_seq("cons", 10, cursor=SetCursor([{3, 35}]), block=1)
+    out = r.run([sched(free), sched(cons)])
+    assert out.sampled == [[11], [3]]                 # 11 is the model's choice; the constraint forbids it
+    assert out.num_constrained_rows == 1
+
+
+def test_padding_bits_and_high_ids_are_masked_correctly():
+    r = make_runner()
+    cons = decode_seq("c", 10, cursor=SetCursor([{39}]))
+    assert r.run([sched(cons)]).sampled == [[39]]    # the only allowed id lives in the partial last word
+
+
+def test_mid_prefill_chunk_gets_no_rows():
+    r = make_runner()
+    s = Sequence(GenerateRequest("p", list(range(1, 10))))
+    s.block_table = [0, 1, 2]
+    chunk = ScheduledSequence(s, context_len=0, num_new_tokens=5, num_logits=0)
+    other = decode_seq("d", 20, block=3)
+    out = r.run([chunk, sched(other)])
+    assert out.sampled == [[], [21]]
+    assert r.model.calls[-1].logits_indices.tolist() == [5]
+
+
+def test_draft_rows_get_one_mask_row_each_and_the_cursor_is_restored():
+    r = make_runner()
+    cursor = SetCursor([{5, 6}, {7}, {8, 9}, {1}])
+    s = decode_seq("s", 4, cursor=cursor)
+    s.draft_tokens = [5, 7, 9]
+    s.block_table = [0, 1]
+    out = r.run([sched(s, drafts=3)])
+    # Row j is the model's choice given drafts[:j], masked by the state after drafts[:j].
+    assert out.sampled == [[5, 7, 8, 1]]
+    assert cursor.history == []
+
+
+def test_rows_after_a_rejected_draft_do_not_break_sampling():
+    r = make_runner()
+    cursor = SetCursor([{5}, {7}])
+    s = decode_seq("s", 4, cursor=cursor, sampling=SamplingParams(temperature=1.0, seed=1))
+    s.draft_tokens = [6, 7]                          # 6 is not allowed
+    s.block_table = [0, 1]
+    out = r.run([sched(s, drafts=2)])
+    assert out.sampled[0][0] == 5 and len(out.sampled[0]) == 3
+    assert cursor.history == []
+
+
+def test_seeded_sampling_is_the_same_alone_and_in_a_batch():
+    sp = SamplingParams(temperature=1.5, seed=1234)
+
+    def draw(batch_others):
+        r = make_runner()
+        s = decode_seq("x", 10, sampling=sp, block=0)
+        s.seed = sp.seed
+        toks = []
+        others = [decode_seq(f"o{i}", 3 + i, sampling=SamplingParams(temperature=1.0, seed=i), block=1 + i)
+                  for i in range(batch_others)]
+        for _ in range(20):
+            res = r.run([sched(o) for o in others[:1]] + [sched(s)] + [sched(o) for o in others[1:]])
+            toks.append(res.sampled[1 if others else 0][0])
+        return toks
+
+    alone = draw(0)
+    assert alone == draw(3)
+    assert len(set(alone)) > 1                         # really sampling, not greedy
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    for sp in (SamplingParams(temperature=2.0, top_k=1, seed=0), SamplingParams(temperature=2.0, top_p=1e-6, seed=0)):
+        r = make_runner()
+        got = {r.run([sched(decode_seq("s", 10, sampling=sp))]).sampled[0][0] for _ in range(10)}
+        assert got == {11}
+
+
+def test_too_many_rows_is_an_error():
+    r = make_runner(rows=1)
+    with pytest.raises(ValueError, match="rows"):
+        r.run([sched(decode_seq("a", 1, block=0)), sched(decode_seq("b", 2, block=1))])
