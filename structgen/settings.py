@@ -36,6 +36,7 @@ REGISTRY: dict[str, Setting] = {
                 "Most seconds one constraint may spend compiling or building one state's mask."),
         Setting("STRUCTGEN_NUM_THREADS", "0", int, "torch intra-op threads on CPU (0 = torch's default)."),
         Setting("STRUCTGEN_API_KEYS", "", str, "Comma-separated API keys the server accepts (empty = no auth)."),
+        Setting("STRUCTGEN_API_KEY", "", str, "The API key `structgen extract` sends to a server (empty = none)."),
     ]
 }
 

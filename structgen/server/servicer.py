@@ -77,6 +77,8 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         self.admission = admission
         self.metrics = metrics
         self.compiled = CompiledRegistry(config.compiled_registry_size)
+        # Compile keys seen by this server: a repeat is a compile-cache hit (for metrics and Compile.cached).
+        self._seen_keys: OrderedDict[str, None] = OrderedDict()
 
     # ---- RPCs -------------------------------------------------------------------------------------------
 
@@ -112,11 +114,11 @@ class StructGenServicer(pb_grpc.StructGenServicer):
             if ref.spec is None:
                 raise wire.invalid("constraint is unset: give a json_schema, regex or choice")
             t0 = time.perf_counter()
-            compiled = await self._compile(ref.spec)
+            compiled, hit = await self._compile(ref.spec)
             elapsed = time.perf_counter() - t0
-            cid, seen = self.compiled.put(compiled)
+            cid, _ = self.compiled.put(compiled)
             return pb.CompileResponse(id=cid, num_states=int(getattr(compiled, "num_states", 0)),
-                                      compile_time_s=elapsed, cached=seen)
+                                      compile_time_s=elapsed, cached=hit)
         except RequestError as e:
             await self._fail(rec, context, e)
         finally:
@@ -155,13 +157,20 @@ class StructGenServicer(pb_grpc.StructGenServicer):
                     running=int(getattr(stats, "running", 0)), kv_blocks_used=used, kv_blocks_total=used + free,
                     kv_blocks_cached=int(getattr(stats, "kv_blocks_cached", 0)))
 
-    async def _compile(self, spec):
+    async def _compile(self, spec) -> tuple[object, bool]:
+        """(compiled constraint, whether this server compiled the same constraint before)."""
         try:
             compiled = await self.engine.compile(spec)
         except ConstraintError as e:
             raise wire.constraint_error(e) from None
-        self.metrics.record_compile(cache_hit=bool(getattr(compiled, "from_cache", False)))
-        return compiled
+        key = str(compiled.key)
+        hit = key in self._seen_keys
+        self._seen_keys[key] = None
+        self._seen_keys.move_to_end(key)
+        if len(self._seen_keys) > 4 * self.config.compiled_registry_size:
+            self._seen_keys.popitem(last=False)
+        self.metrics.record_compile(cache_hit=hit)
+        return compiled, hit
 
     async def _serve(self, method: str, request: pb.GenerateRequest, context, on_output,
                      request_id: str | None = None) -> _CallRecord:
@@ -202,7 +211,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         if ref.compiled_id is not None:
             constraint = self.compiled.get(ref.compiled_id)
         elif ref.spec is not None:
-            constraint = await self._compile(ref.spec)
+            constraint, _ = await self._compile(ref.spec)
         else:
             constraint = None
         speculation = request.speculation if request.HasField("speculation") else None
