@@ -23,7 +23,7 @@ from . import bitmask
 from .automaton import ByteAutomaton, LiteralSetAutomaton
 from .cache import default_cache, make_key
 from .cursor import Cursor
-from .index import DEAD, TokenIndex
+from .index import DEAD, MAX_STATES_LIMIT, TokenIndex
 from .vocab import Vocabulary
 
 KINDS = ("json_schema", "regex", "choice")
@@ -242,6 +242,10 @@ def _resolve_tokenizer(tokenizer):
     return tokenizer
 
 
+def _max_states() -> int:
+    return min(settings.get("STRUCTGEN_MAX_STATES"), MAX_STATES_LIMIT)
+
+
 def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tuple[CompiledConstraint, str]:
     """Like compile_constraint, plus where the result came from: "memory", "disk" or "miss"."""
     tokenizer = _resolve_tokenizer(tokenizer)
@@ -255,7 +259,7 @@ def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tup
         automaton = build_automaton()
         if time.monotonic() > deadline:
             raise ConstraintTooComplexError("compile time (s)", timeout, "STRUCTGEN_COMPILE_TIMEOUT_S")
-        index = TokenIndex(automaton, vocab, max_states=settings.get("STRUCTGEN_MAX_STATES"), timeout_s=timeout)
+        index = TokenIndex(automaton, vocab, max_states=_max_states(), timeout_s=timeout)
         index.build_initial(deadline)
         return CompiledConstraint(kind, key, index, tokenizer)
 
@@ -263,7 +267,7 @@ def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tup
         if payload.get("kind") != kind:
             raise ValueError("cached entry is of another kind")
         index = TokenIndex.restore(payload["index"], Vocabulary.from_tokenizer(tokenizer),
-                                   max_states=settings.get("STRUCTGEN_MAX_STATES"),
+                                   max_states=_max_states(),
                                    timeout_s=settings.get("STRUCTGEN_COMPILE_TIMEOUT_S"))
         return CompiledConstraint(kind, key, index, tokenizer)
 

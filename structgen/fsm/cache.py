@@ -196,14 +196,7 @@ class CompileCache:
                 log.warning("compiled constraint cannot be pickled, disk cache skipped (%s)", e)
                 self._unpicklable_warned = True
             return False
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pkl")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-        except OSError as e:
-            log.warning("could not write FSM cache file %s: %s", path, e)
-            Path(tmp).unlink(missing_ok=True)
+        if not write_atomic(path, data):
             return False
         self._saved_version[obj.key] = version
         return True
@@ -213,6 +206,24 @@ class CompileCache:
         with self._lock:
             objs = [e for e in self._entries.values() if not isinstance(e, _Failure)]
         return sum(self.save(o) for o in objs)
+
+
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` so readers see the old file or the new one, never half of one."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    except OSError as e:
+        log.warning("could not write cache file %s: %s", path, e)
+        return False
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError as e:
+        log.warning("could not write cache file %s: %s", path, e)
+        Path(tmp).unlink(missing_ok=True)
+        return False
 
 
 class _Failure:

@@ -28,6 +28,8 @@ _MANY_BYTES = -1  # several bytes continue
 _NO_BYTES = -2  # nothing continues (only EOS, the state is final)
 # A forced run longer than this is cut (the rest is offered again from where it stopped).
 MAX_FORCED_BYTES = 4096
+# State numbers are packed as (state << 8 | byte) into int32 when walking the table.
+MAX_STATES_LIMIT = (1 << 23) - 1
 
 
 class TokenIndex:
@@ -47,6 +49,8 @@ class TokenIndex:
             raise ValueError(f"max_states must be >= 1, got {max_states}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_states > MAX_STATES_LIMIT:
+            raise ValueError(f"max_states must be <= {MAX_STATES_LIMIT}, got {max_states}")
         self.automaton = automaton
         self.vocab = vocab
         self.max_states = int(max_states)
@@ -234,36 +238,30 @@ class TokenIndex:
         v = self.vocab
         self._materialize(state)
         row = self._table[state]  # (256,)
-        first_ok = np.flatnonzero(row >= 0)  # allowed first bytes
-        starts = v.first_byte_start
-        if v.walk_ids.size == 0:
-            idx = np.zeros(0, dtype=np.int64)
-        elif first_ok.size <= 32:
-            # Structural states: a few contiguous slices of the first-byte-sorted vocabulary.
-            spans = [np.arange(starts[b], starts[b + 1]) for b in first_ok if starts[b + 1] > starts[b]]
-            idx = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)  # (n,) walk rows
-        else:
-            idx = np.flatnonzero((row >= 0)[v.walk_bytes[0]])  # (n,) walk rows
-        cur = row[v.walk_bytes[0][idx]] if idx.size else np.zeros(0, dtype=np.int32)  # (n,) after byte 0
-        lengths = v.walk_lengths
+        first_ok = row >= 0  # (256,) bytes that may come first
+        idx = self._first_position_walkers(first_ok)  # (n,) walk positions, ascending
+        cur = row[v.walk_bytes[0][idx]] if idx.size else np.zeros(0, dtype=np.int32)  # (n,) state after byte 0
         allowed = []
         pos = 1
         while idx.size:
-            done = lengths[idx] == pos
-            if done.any():
-                allowed.append(idx[done])
-                keep = ~done
-                idx, cur = idx[keep], cur[keep]
-                if not idx.size:
+            # NOTE: walk positions are sorted longest first, so the tokens that end here are the tail of idx.
+            k = int(np.searchsorted(idx, v.longer_than[pos]))
+            if k < idx.size:
+                allowed.append(idx[k:])
+                idx, cur = idx[:k], cur[:k]
+                if not k:
                     break
-            pending = cur[~self._materialized[cur]]
-            if pending.size:
-                for s in np.unique(pending).tolist():
+            known = self._materialized[cur]  # (n,)
+            if not known.all():
+                for s in np.unique(cur[~known]).tolist():
                     self._materialize(s)
             self._check_deadline()
-            nxt = self._table[cur, v.walk_bytes[pos][idx]]  # (n,) state after byte `pos`
+            flat = self._table.reshape(-1)  # (cap * 256,) re-read: materializing may have grown the table
+            nxt = flat[(cur << 8) | v.walk_bytes[pos][idx]]  # (n,) state after byte `pos`
             alive = nxt >= 0
-            idx, cur = idx[alive], nxt[alive]
+            if not alive.all():
+                idx, nxt = idx[alive], nxt[alive]
+            cur = nxt
             pos += 1
         ids = v.walk_ids[np.concatenate(allowed)] if allowed else np.zeros(0, dtype=np.int32)
         if self._final[state] and v.eos_token_ids.size:
@@ -273,6 +271,20 @@ class TokenIndex:
         self._masks[state] = mask
         self._version += 1
         return mask
+
+    def _first_position_walkers(self, first_ok: np.ndarray) -> np.ndarray:
+        """Walk positions (ascending, int64) of the tokens whose first byte is allowed."""
+        v = self.vocab
+        n = v.walk_ids.size
+        if not n:
+            return np.zeros(0, dtype=np.int64)
+        start = v.first_byte_start
+        sizes = start[1:] - start[:-1]  # (256,) tokens per first byte
+        if int(sizes[first_ok].sum()) * 8 < n:
+            # Structural states: a few first-byte groups, far cheaper than a pass over the vocabulary.
+            groups = [v.by_first_byte[start[b]:start[b + 1]] for b in np.flatnonzero(first_ok & (sizes > 0))]
+            return np.sort(np.concatenate(groups)) if groups else np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(first_ok[v.walk_bytes[0]])
 
     # ---- persistence (the disk cache) --------------------------------------------------------------------
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import pickle
 import re
-import weakref
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -22,6 +24,7 @@ import numpy as np
 
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _METASPACE = "\u2581"
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,11 +41,21 @@ def gpt2_unicode_to_byte() -> dict[str, int]:
     return {c: b for b, c in byte_to_char.items()}
 
 
+@functools.lru_cache(maxsize=1)
+def _byte_level_translation() -> dict[int, str]:
+    """str.translate table turning a byte-level token string into latin-1 text whose code points are the bytes.
+
+    Characters outside the GPT-2 alphabet become U+FFFF, which latin-1 cannot encode: such a token is rejected.
+    """
+    table = {c: 0xFFFF for c in range(256)}
+    table.update({ord(ch): b for ch, b in gpt2_unicode_to_byte().items()})
+    return table
+
+
 def _byte_level_bytes(token: str) -> bytes | None:
-    table = gpt2_unicode_to_byte()
     try:
-        return bytes(table[c] for c in token)
-    except KeyError:
+        return token.translate(_byte_level_translation()).encode("latin-1")
+    except UnicodeEncodeError:
         return None  # not a byte-level string (should not happen in a byte-level vocabulary)
 
 
@@ -100,11 +113,14 @@ class Vocabulary:
         vocab_size: ids 0..vocab_size-1; the bitmask covers ceil(vocab_size / 32) words.
         eos_token_ids: (E,) int32, allowed exactly in final states.
         fingerprint: the tokenizer's fingerprint (part of every cache key).
-        walk_ids: (N,) int32 ids of the tokens that have bytes, sorted by first byte then length.
-        walk_lengths: (N,) int32 byte length of each walk token.
-        walk_bytes: (L, N) uint8, byte p of each walk token in row p (0-padded past its length);
-            stored position-major so one position is a contiguous row to gather from.
-        first_byte_start: (257,) int64, walk tokens with first byte b are walk_ids[start[b]:start[b+1]].
+        walk_ids: (N,) int32 ids of the tokens that have bytes, sorted by byte length, longest first.
+        walk_lengths: (N,) int32 byte length of each walk token (non-increasing).
+        walk_bytes: (L, N) uint8, byte p of each walk token in row p (0-padded past its length); stored
+            position-major so one position is a contiguous row to gather from.
+        longer_than: (L + 1,) int64, the walk tokens longer than p bytes are exactly walk positions
+            [0, longer_than[p]) (the length sort makes them a prefix).
+        by_first_byte: (N,) int64 walk positions grouped by first byte (ascending within a group);
+            first_byte_start: (257,) int64, group b is by_first_byte[first_byte_start[b]:first_byte_start[b+1]].
     """
 
     token_bytes: tuple[bytes, ...]
@@ -114,6 +130,8 @@ class Vocabulary:
     walk_ids: np.ndarray = field(init=False, repr=False)
     walk_lengths: np.ndarray = field(init=False, repr=False)
     walk_bytes: np.ndarray = field(init=False, repr=False)
+    longer_than: np.ndarray = field(init=False, repr=False)
+    by_first_byte: np.ndarray = field(init=False, repr=False)
     first_byte_start: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -125,24 +143,33 @@ class Vocabulary:
         if eos.size and (eos[0] < 0 or eos[-1] >= self.vocab_size):
             raise ValueError(f"eos_token_ids {eos.tolist()} outside the vocabulary (size {self.vocab_size})")
         eos_set = set(eos.tolist())
-        ids = [i for i, b in enumerate(self.token_bytes) if b and i not in eos_set]
-        # Sorting by first byte makes the first position a handful of contiguous slices.
-        ids.sort(key=lambda i: (self.token_bytes[i][0], len(self.token_bytes[i])))
+        ids = np.asarray([i for i, b in enumerate(self.token_bytes) if b and i not in eos_set], dtype=np.int64)
         n = len(ids)
-        lengths = np.fromiter((len(self.token_bytes[i]) for i in ids), dtype=np.int32, count=n)
-        max_len = int(lengths.max()) if n else 0
-        flat = np.zeros((n, max_len), dtype=np.uint8)  # (N, L)
-        for row, i in enumerate(ids):
-            b = self.token_bytes[i]
-            flat[row, : len(b)] = np.frombuffer(b, dtype=np.uint8)
-        firsts = flat[:, 0] if n else np.zeros(0, dtype=np.uint8)
-        start = np.searchsorted(firsts, np.arange(257), side="left").astype(np.int64)  # (257,)
+        blob = b"".join(self.token_bytes[i] for i in ids.tolist())
+        lengths = np.fromiter((len(self.token_bytes[i]) for i in ids.tolist()), dtype=np.int32, count=n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = np.frombuffer(blob, dtype=np.uint8)
+        firsts = data[offsets[:-1]] if n else np.zeros(0, dtype=np.uint8)
+        # Longest first: the tokens still walking at byte p are then a prefix of the order (see longer_than).
+        order = np.lexsort((firsts, -lengths)) if n else np.zeros(0, dtype=np.int64)
+        ids, lengths, starts_of, firsts = ids[order], lengths[order], offsets[:-1][order], firsts[order]
+        max_len = int(lengths[0]) if n else 0
+        flat = np.zeros((max_len, n), dtype=np.uint8)  # (L, N) byte p of walk token j at [p, j]
+        for p in range(max_len):
+            live = np.flatnonzero(lengths > p)
+            flat[p, live] = data[starts_of[live] + p]
+        longer_than = np.searchsorted(-lengths, -np.arange(max_len + 1), side="left").astype(np.int64)  # (L+1,)
+        by_first = np.argsort(firsts, kind="stable").astype(np.int64)  # (N,)
+        start = np.searchsorted(firsts[by_first], np.arange(257), side="left").astype(np.int64)  # (257,)
         set_ = object.__setattr__
         set_(self, "eos_token_ids", eos)
         set_(self, "token_bytes", tuple(self.token_bytes))
-        set_(self, "walk_ids", np.asarray(ids, dtype=np.int32))
+        set_(self, "walk_ids", ids.astype(np.int32))
         set_(self, "walk_lengths", lengths)
-        set_(self, "walk_bytes", np.ascontiguousarray(flat.T))  # (L, N)
+        set_(self, "walk_bytes", flat)
+        set_(self, "longer_than", longer_than)
+        set_(self, "by_first_byte", by_first)
         set_(self, "first_byte_start", start)
 
     @property
@@ -166,27 +193,79 @@ class Vocabulary:
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "Vocabulary":
         """The vocabulary of a `structgen.Tokenizer` (or any object with vocab_size, eos_token_ids,
-        special_token_ids, fingerprint and either `token_bytes()` or `hf`). Cached per tokenizer object."""
-        try:
-            cached = _BY_TOKENIZER.get(tokenizer)
-        except TypeError:  # not weak-referenceable: build every time
-            cached = None
-        if cached is not None and cached.fingerprint == tokenizer.fingerprint:
+        special_token_ids, fingerprint and either `token_bytes()` or `hf`). Cached per fingerprint, in memory
+        and (for `hf` tokenizers) on disk."""
+        missing = [a for a in ("vocab_size", "eos_token_ids", "special_token_ids", "fingerprint")
+                   if not hasattr(tokenizer, a)]
+        if missing:
+            raise TypeError(f"{type(tokenizer).__name__} is not a tokenizer (missing {', '.join(missing)})")
+        fingerprint = tokenizer.fingerprint
+        with _MEMO_LOCK:
+            cached = _BY_FINGERPRINT.get(fingerprint)
+        if cached is not None:
             return cached
         if hasattr(tokenizer, "token_bytes"):
             tb = list(tokenizer.token_bytes())
+            vocab = cls.from_token_bytes(tb, sorted(tokenizer.eos_token_ids), tokenizer.fingerprint,
+                                         vocab_size=max(int(tokenizer.vocab_size), len(tb)),
+                                         special_token_ids=sorted(tokenizer.special_token_ids))
         elif hasattr(tokenizer, "hf"):
-            tb = token_bytes_from_hf(tokenizer.hf)
+            vocab = _load(tokenizer.fingerprint)
+            if vocab is None:
+                tb = token_bytes_from_hf(tokenizer.hf)
+                vocab = cls.from_token_bytes(tb, sorted(tokenizer.eos_token_ids), tokenizer.fingerprint,
+                                             vocab_size=max(int(tokenizer.vocab_size), len(tb)),
+                                             special_token_ids=sorted(tokenizer.special_token_ids))
+                _store(vocab)
         else:
             raise TypeError(f"{type(tokenizer).__name__} exposes neither token_bytes() nor hf: not a tokenizer")
-        vocab = cls.from_token_bytes(tb, sorted(tokenizer.eos_token_ids), tokenizer.fingerprint,
-                                     vocab_size=max(int(tokenizer.vocab_size), len(tb)),
-                                     special_token_ids=sorted(tokenizer.special_token_ids))
-        try:
-            _BY_TOKENIZER[tokenizer] = vocab  # building takes ~0.1 s for a 50k vocabulary: once per tokenizer
-        except TypeError:
-            pass
+        with _MEMO_LOCK:
+            _BY_FINGERPRINT[fingerprint] = vocab
+            while len(_BY_FINGERPRINT) > _MEMO_SIZE:
+                _BY_FINGERPRINT.pop(next(iter(_BY_FINGERPRINT)))
         return vocab
 
 
-_BY_TOKENIZER: "weakref.WeakKeyDictionary[object, Vocabulary]" = weakref.WeakKeyDictionary()
+# The fingerprint hashes the tokenizer's whole definition, so equal fingerprints share one Vocabulary.
+_MEMO_SIZE = 8
+_BY_FINGERPRINT: dict[str, Vocabulary] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+# ---- on disk: reading a 50k vocabulary out of tokenizer.json takes ~0.5 s, loading this file ~20 ms ----------
+
+# Bump when the byte decoding or the walk arrays change: older files are then ignored and rewritten.
+_DISK_FORMAT = 2
+
+
+def _vocab_path(fingerprint: str):
+    from .. import settings
+
+    if settings.get("STRUCTGEN_DISABLE_DISK_CACHE"):
+        return None
+    folder = settings.cache_dir() / "fsm"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"vocab-{_DISK_FORMAT}-{fingerprint}.pkl"
+
+
+def _load(fingerprint: str) -> Vocabulary | None:
+    path = _vocab_path(fingerprint)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            vocab = pickle.load(fh)
+        if not isinstance(vocab, Vocabulary) or vocab.fingerprint != fingerprint:
+            raise ValueError("another tokenizer's vocabulary")
+        return vocab
+    except Exception as e:  # noqa: BLE001 - an unusable file is only a miss; it is rewritten
+        log.warning("ignoring unusable vocabulary cache file %s (%s: %s)", path, type(e).__name__, e)
+        return None
+
+
+def _store(vocab: Vocabulary) -> None:
+    from .cache import write_atomic
+
+    path = _vocab_path(vocab.fingerprint)
+    if path is not None:
+        write_atomic(path, pickle.dumps(vocab, protocol=pickle.HIGHEST_PROTOCOL))

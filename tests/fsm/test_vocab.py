@@ -70,12 +70,18 @@ def test_walk_arrays_describe_every_token_with_bytes():
     tb = vocab.token_bytes
     assert set(vocab.walk_ids.tolist()) == {i for i, b in enumerate(tb) if b}
     assert tok.eos_token_id not in vocab.walk_ids and tok.pad_token_id not in vocab.walk_ids
+    assert np.all(np.diff(vocab.walk_lengths) <= 0)  # longest first
     for row, i in enumerate(vocab.walk_ids.tolist()):
         n = int(vocab.walk_lengths[row])
         assert n == len(tb[i])
         assert bytes(vocab.walk_bytes[:n, row].tolist()) == tb[i]
+        assert not vocab.walk_bytes[n:, row].any()
         first = tb[i][0]
-        assert vocab.first_byte_start[first] <= row < vocab.first_byte_start[first + 1]
+        group = vocab.by_first_byte[vocab.first_byte_start[first]:vocab.first_byte_start[first + 1]]
+        assert row in group.tolist()
+    for p in range(vocab.max_token_len + 1):
+        assert vocab.longer_than[p] == int(np.sum(vocab.walk_lengths > p))
+    assert sorted(vocab.by_first_byte.tolist()) == list(range(vocab.walk_ids.size))
     assert vocab.num_words == (tok.vocab_size + 31) // 32
 
 
