@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from typing import Callable, Protocol
 
 import numpy as np
@@ -81,15 +82,23 @@ class StructgenEngine:
     name = "structgen"
 
     def __init__(self, tokenizer, options: dict | None = None):
+        # Every compile is measured cold, as the peers' are: no disk cache (read at compile time) ...
+        os.environ["STRUCTGEN_DISABLE_DISK_CACHE"] = "1"
         try:
             from structgen import compile_json_schema
+            from structgen.fsm import default_cache
         except (ImportError, AttributeError) as e:
             raise EngineUnavailable(f"structgen's compiler API is not available: {e}") from e
         self._compile = compile_json_schema
+        self._cache = default_cache()
         self._tokenizer = tokenizer
         self._options = dict(options or {})
+        # Vocabulary tables are built once at start-up, like each peer's tokenizer tables, not in the first TTFM.
+        self._compile({"type": "boolean"}, tokenizer, **self._options).cursor().fill_bitmask(
+            np.zeros(mask_words(tokenizer.vocab_size), np.int32))
 
     def compile(self, schema):
+        self._cache.clear()  # ... and no in-memory hit when a schema repeats across splits
         return _StructgenCompiled(self._compile(schema, self._tokenizer, **self._options))
 
 
