@@ -56,8 +56,12 @@ class LLMEngine:
         self.scheduler = Scheduler(self.block_manager, self.radix_cache, max_num_seqs=config.max_num_seqs,
                                    max_num_batched_tokens=config.max_num_batched_tokens,
                                    max_model_len=self.max_model_len)
+        # Issue 6: forced runs and prompt-lookup drafts, verified in the next forward (structgen/engine/drafter.py).
+        from .drafter import Drafter
+
+        self.drafter = Drafter(config, tokenizer)
         # Rows: one per sequence, plus draft positions when speculating.
-        max_rows = config.max_num_seqs * (1 + (config.num_speculative_tokens if config.speculation != "off" else 0))
+        max_rows = config.max_num_seqs * (1 + (self.drafter.max_draft_tokens if self.drafter.enabled else 0))
         self.runner = ModelRunner(model, kv, max_rows=max_rows, overlap_mask_fill=config.overlap_mask_fill)
         self.compile_pool = ThreadPoolExecutor(config.compile_workers, thread_name_prefix="structgen-compile")
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
@@ -83,8 +87,11 @@ class LLMEngine:
 
         from .weights import load_model
 
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        from .. import settings
+
+        threads = config.num_threads or settings.get("STRUCTGEN_NUM_THREADS")
+        if threads and config.resolved_device == "cpu":
+            torch.set_num_threads(threads)
         device = config.resolved_device
         max_len = min(config.max_model_len or _MAX_POSITIONS_CAP, _MAX_POSITIONS_CAP)
         model = load_model(config.model, device, getattr(torch, config.resolved_dtype), max_positions=max_len)
@@ -198,15 +205,16 @@ class LLMEngine:
             seq.append_tokens(drafts[:accepted])
             self.scheduler.commit(sc, accepted)
             seq.append_tokens(commit[-1:])
-            seq.num_draft_accepted += accepted
+            self.drafter.observe(seq, len(drafts), accepted)
             if seq.first_token_time is None:
                 seq.first_token_time = now
             new_tokens += len(commit)
             self._after_tokens(seq, commit)
-            if not seq.is_finished and self.config.forced_runs and seq.cursor is not None:
-                self._forced_run(seq)
+            if not seq.is_finished and self.drafter.enabled:
+                self.drafter.propose(seq, self.max_model_len)
         with self._stats_lock:
             self._generated += new_tokens
+            self._forced = self.drafter.accepted_forced_tokens
             self._rate.append((now, new_tokens))
             while self._rate and now - self._rate[0][0] > _RATE_WINDOW_S:
                 self._rate.popleft()
