@@ -1,0 +1,42 @@
+"""JSON Schema -> a lazily built `ByteAutomaton` composed from the schema's structure.
+
+`schema_automaton(schema, ...)` is the one entry point (see docs/INTERFACES.md). Layout:
+normalize.py (refs, drafts, allOf merging) -> compiler.py (node graph) built from nodes.py, strings.py,
+numbers.py, objects.py, arrays.py, formats.py -> matcher.py (lazy subset construction over the graph).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ... import settings
+from ...errors import InvalidSchemaError
+from .compiler import Compiler
+from .matcher import SchemaAutomaton
+
+__all__ = ["schema_automaton", "SchemaAutomaton"]
+
+
+def schema_automaton(schema, *, extra_properties: bool = False, whitespace: str = "compact",
+                     max_recursion_depth: int = 3, max_states: int | None = None) -> SchemaAutomaton:
+    """The byte automaton of the JSON texts `schema` admits (dict, bool, or JSON text).
+
+    extra_properties: False (default) = an object without `additionalProperties` admits no undeclared keys;
+    True = the spec's meaning (undeclared keys with any value). whitespace: "compact" = none except one
+    optional space after `,` and `:`; "flexible" = bounded spaces/newlines around punctuation.
+    Raises InvalidSchemaError, UnsupportedSchemaError, ConstraintTooComplexError (structgen.errors).
+    """
+    if isinstance(schema, (str, bytes)):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as e:
+            raise InvalidSchemaError(f"schema is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(schema, (dict, bool)):
+        raise InvalidSchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}")
+    if max_states is None:
+        max_states = settings.get("STRUCTGEN_MAX_STATES")
+    if not isinstance(max_states, int) or max_states < 1:
+        raise ValueError("max_states must be a positive int")
+    root = Compiler(schema, extra_properties=bool(extra_properties), whitespace=whitespace,
+                    max_recursion_depth=max_recursion_depth).compile()
+    return SchemaAutomaton(root, max_states=max_states)

@@ -1,0 +1,43 @@
+"""`format` values as regexes over the decoded string, strict enough that what they admit passes
+jsonschema's FormatChecker (and the RFCs) — they admit a subset of valid values, never an invalid one."""
+
+from __future__ import annotations
+
+import jsonschema
+
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_H16 = r"[0-9a-fA-F]{1,4}"
+# Days valid in every year (Feb 29 left out: it is valid only in leap years).
+_DATE = (r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+         r"|02-(0[1-9]|1[0-9]|2[0-8]))")
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?"
+_HOST = rf"({_LABEL}\.){{0,4}}[a-zA-Z]([a-zA-Z0-9-]{{0,20}}[a-zA-Z0-9])?"
+_PATH_CHARS = r"[a-zA-Z0-9._~%!$&'()*+,;=:@/-]"
+
+FORMAT_REGEXES = {
+    "date": _DATE,
+    "time": _TIME,
+    "date-time": rf"{_DATE}T{_TIME}",
+    "email": r"[a-zA-Z0-9._%+-]{1,40}@[a-zA-Z0-9-]{1,20}(\.[a-zA-Z0-9-]{1,20}){1,3}",
+    "idn-email": r"[a-zA-Z0-9._%+-]{1,40}@[a-zA-Z0-9-]{1,20}(\.[a-zA-Z0-9-]{1,20}){1,3}",
+    "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    "ipv4": rf"({_OCTET}\.){{3}}{_OCTET}",
+    "ipv6": rf"({_H16}:){{7}}{_H16}",
+    "hostname": _HOST,
+    "idn-hostname": _HOST,
+    "uri": rf"https?://{_HOST}(/{_PATH_CHARS}{{0,40}}){{0,8}}(\?[a-zA-Z0-9._~%&=+-]{{0,60}})?",
+    "url": rf"https?://{_HOST}(/{_PATH_CHARS}{{0,40}}){{0,8}}(\?[a-zA-Z0-9._~%&=+-]{{0,60}})?",
+    "iri": rf"https?://{_HOST}(/{_PATH_CHARS}{{0,40}}){{0,8}}",
+    "uri-reference": rf"(https?://{_HOST})?(/{_PATH_CHARS}{{0,40}}){{0,8}}",
+    "json-pointer": r"(/([^~/]|~[01])*)*",
+}
+
+# Formats jsonschema checks (with the packages installed here). One we have no regex for must be refused:
+# ignoring it could let output through that the validator rejects.
+CHECKED_FORMATS = frozenset(jsonschema.FormatChecker().checkers)
+
+
+def format_regex(name: str) -> str | None:
+    """The regex for `name`, or None for a format no validator here checks (an annotation)."""
+    return FORMAT_REGEXES.get(name)

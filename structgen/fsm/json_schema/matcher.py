@@ -1,0 +1,112 @@
+"""Lazy subset construction over a node graph: the `ByteAutomaton` that `schema_automaton` returns.
+
+A *configuration* is `(leaf_frame, continuation)`: a frame that reads bytes, and the stack of frames to
+resume after it, as an immutable linked list `(frame, parent)` / None. A *state* is
+`(frozenset of configurations, is_final)`. States are built only when decoding (or the token layer) reaches
+them; each state's transitions are computed once and memoized.
+"""
+
+from __future__ import annotations
+
+from ...errors import ConstraintTooComplexError
+from .nodes import GOTO, POP, PUSH, Node
+
+
+class SchemaAutomaton:
+    """A deterministic byte automaton over a compiled node graph. Thread-compatible, not thread-safe: the
+    memo tables grow as states are visited (callers serialize access, as the token layer does)."""
+
+    def __init__(self, root: Node, *, max_states: int):
+        self._max_states = max_states
+        self._moves: dict = {}
+        self._local: dict = {}
+        self._transitions: dict = {}
+        configs: set = set()
+        final = self._closure(root.entry(), None, configs)
+        self._initial = (frozenset(configs), final)
+
+    @property
+    def num_states(self) -> int:
+        """States whose transitions have been materialized so far."""
+        return len(self._transitions)
+
+    def initial(self):
+        return self._initial
+
+    def is_final(self, state) -> bool:
+        return state[1]
+
+    def transitions(self, state) -> dict:
+        hit = self._transitions.get(state)
+        if hit is not None:
+            return hit
+        if len(self._transitions) >= self._max_states:
+            raise ConstraintTooComplexError("automaton states", self._max_states, "max_states / STRUCTGEN_MAX_STATES")
+        groups: dict[int, tuple[set, list]] = {}
+        for frame, cont in state[0]:
+            for b, nxt in self._frame_moves(frame).items():
+                g = groups.get(b)
+                if g is None:
+                    g = groups[b] = (set(), [False])
+                if self._closure(nxt, cont, g[0]):
+                    g[1][0] = True
+        out = {b: (frozenset(cs), fin[0]) for b, (cs, fin) in groups.items() if cs or fin[0]}
+        self._transitions[state] = out
+        return out
+
+    # ------------------------------------------------------------------------------------- internals
+    def _frame_moves(self, frame) -> dict:
+        mv = self._moves.get(frame)
+        if mv is None:
+            mv = self._moves[frame] = frame[0].moves(frame)
+        return mv
+
+    def _local_closure(self, frame):
+        """Everything `frame` reaches without reading a byte or popping past its own level:
+        (leaves: tuple of (leaf_frame, pushed resume frames, innermost last), can_pop)."""
+        hit = self._local.get(frame)
+        if hit is not None:
+            return hit
+        leaves = []
+        can_pop = False
+        seen = set()
+        todo = [(frame, ())]
+        while todo:
+            item = todo.pop()
+            if item in seen:
+                continue
+            seen.add(item)
+            f, pushed = item
+            if self._frame_moves(f):
+                leaves.append(item)
+            for act in f[0].epsilon(f):
+                kind = act[0]
+                if kind == POP:
+                    if pushed:
+                        todo.append((pushed[-1], pushed[:-1]))
+                    else:
+                        can_pop = True
+                elif kind == GOTO:
+                    todo.append((act[1], pushed))
+                elif kind == PUSH:
+                    todo.append((act[1], pushed + (act[2],)))
+        out = (tuple(leaves), can_pop)
+        self._local[frame] = out
+        return out
+
+    def _closure(self, frame, cont, out: set) -> bool:
+        """Add the configurations `frame` (running on stack `cont`) reaches without reading to `out`;
+        return True iff it can complete the whole input."""
+        final = False
+        while True:
+            leaves, can_pop = self._local_closure(frame)
+            for leaf, pushed in leaves:
+                c = cont
+                for r in pushed:
+                    c = (r, c)
+                out.add((leaf, c))
+            if not can_pop:
+                return final
+            if cont is None:
+                return True
+            frame, cont = cont

@@ -1,0 +1,283 @@
+"""Schema text to one flat dict per subschema: local `$ref` resolution (JSON pointers, anchors, the root's
+`$id`), draft-04/07 spellings rewritten to 2020-12, `const` as a one-value `enum`, and `allOf` / `$ref`
+siblings merged into a single dict (`merge`).
+
+Every prepared dict carries `__src`: the original subschemas it was built from. `enum` values are checked
+against those with jsonschema, so whatever a merge could not express exactly is still enforced there.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from urllib.parse import unquote
+
+from ...errors import ConstraintTooComplexError, InvalidSchemaError, UnsupportedSchemaError
+
+TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
+MAX_ANYOF_PRODUCT = 64
+
+
+def pointer_str(tokens) -> str:
+    return "#" + "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
+class SchemaDocument:
+    """The root schema and where its local references lead."""
+
+    def __init__(self, root):
+        self.root = root
+        base = root.get("$id", root.get("id")) if isinstance(root, dict) else None
+        self.base = base.split("#")[0] if isinstance(base, str) else ""
+        self.anchors: dict[str, tuple] = {}
+        self.embedded: list[tuple] = []  # pointers of subschemas with their own base URI
+        self._refs_under: dict[tuple, set] = {}
+        self._reach: dict[tuple, frozenset] = {}
+        self._scan(root, ())
+
+    def _scan(self, node, tokens: tuple) -> None:
+        if isinstance(node, dict):
+            if tokens:
+                for key in ("$id", "id"):
+                    ident = node.get(key)
+                    if isinstance(ident, str):
+                        if ident.startswith("#"):
+                            self.anchors.setdefault(ident[1:], tokens)
+                        elif key == "$id" or "properties" not in tokens[-1:]:
+                            self.embedded.append(tokens)
+            anchor = node.get("$anchor")
+            if isinstance(anchor, str):
+                self.anchors.setdefault(anchor, tokens)
+            for k, v in node.items():
+                self._scan(v, tokens + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                self._scan(v, tokens + (i,))
+
+    def resolve(self, ref, at: tuple) -> tuple:
+        """The pointer tokens `ref` (found at pointer `at`) names. Remote refs raise UnsupportedSchemaError."""
+        where = pointer_str(at)
+        if not isinstance(ref, str):
+            raise InvalidSchemaError("$ref must be a string", where)
+        for e in self.embedded:
+            if at[: len(e)] == e:
+                raise UnsupportedSchemaError("$ref", where, "references inside an embedded resource ($id)")
+        if self.base and ref.startswith(self.base):
+            ref = ref[len(self.base):]
+        if not ref.startswith("#"):
+            raise UnsupportedSchemaError("$ref", where, f"remote reference {ref!r}")
+        frag = unquote(ref[1:])
+        if frag and not frag.startswith("/"):
+            if frag not in self.anchors:
+                raise InvalidSchemaError(f"$ref to unknown anchor {ref!r}", where)
+            return self.anchors[frag]
+        tokens = []
+        node = self.root
+        for raw in frag.split("/")[1:] if frag else []:
+            tok = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, list):
+                try:
+                    idx = int(tok)
+                    node = node[idx]
+                except (ValueError, IndexError):
+                    raise InvalidSchemaError(f"$ref {ref!r} does not resolve", where) from None
+                tokens.append(idx)
+            elif isinstance(node, dict) and tok in node:
+                node = node[tok]
+                tokens.append(tok)
+            else:
+                raise InvalidSchemaError(f"$ref {ref!r} does not resolve", where)
+        return tuple(tokens)
+
+    def get(self, tokens: tuple):
+        node = self.root
+        for t in tokens:
+            node = node[t]
+        return node
+
+    def _refs_in(self, tokens: tuple) -> set:
+        hit = self._refs_under.get(tokens)
+        if hit is None:
+            found: set = set()
+            stack = [(self.get(tokens), tokens)]
+            while stack:
+                node, at = stack.pop()
+                if isinstance(node, dict):
+                    if isinstance(node.get("$ref"), str):
+                        try:
+                            found.add(self.resolve(node["$ref"], at))
+                        except (InvalidSchemaError, UnsupportedSchemaError):
+                            pass
+                    stack.extend((v, at + (k,)) for k, v in node.items())
+                elif isinstance(node, list):
+                    stack.extend((v, at + (i,)) for i, v in enumerate(node))
+            hit = self._refs_under[tokens] = found
+        return hit
+
+    def reach(self, target: tuple) -> frozenset:
+        """Every ref target reachable (through one or more refs) from the subschema at `target`."""
+        hit = self._reach.get(target)
+        if hit is None:
+            seen: set = set()
+            todo = list(self._refs_in(target))
+            while todo:
+                t = todo.pop()
+                if t not in seen:
+                    seen.add(t)
+                    todo.extend(self._refs_in(t))
+            hit = self._reach[target] = frozenset(seen)
+        return hit
+
+
+# ------------------------------------------------------------------------------------------ prepare
+def _number(v, key: str, where: str) -> Fraction:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidSchemaError(f"'{key}' must be a number", where)
+    return Fraction(v) if isinstance(v, int) else Fraction(repr(v))
+
+
+def value_key(v):
+    """A hashable key under which JSON values are equal iff JSON Schema calls them equal (1 == 1.0)."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return (type(v).__name__, v)
+    if isinstance(v, (int, float)):
+        return ("num", Fraction(v) if isinstance(v, int) else Fraction(repr(v)))
+    if isinstance(v, list):
+        return ("list", tuple(value_key(x) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted((k, value_key(x)) for k, x in v.items())))
+    return ("other", json.dumps(v, sort_keys=True, default=str))
+
+
+def prepare(schema: dict, where: str) -> dict:
+    """A 2020-12-spelled copy of one subschema (not its children), with `__src`."""
+    s = dict(schema)
+    s.setdefault("__src", [schema])
+    if "const" in s:
+        c = s.pop("const")
+        if "enum" in s:
+            s["enum"] = [v for v in s["enum"] if value_key(v) == value_key(c)] if isinstance(s["enum"], list) else s["enum"]
+        else:
+            s["enum"] = [c]
+    if "enum" in s and not isinstance(s["enum"], list):
+        raise InvalidSchemaError("'enum' must be an array", where)
+    for key, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(s.get(key), bool):  # draft-04: a flag on minimum / maximum
+            flag = s.pop(key)
+            if flag and bound in s:
+                s[key] = s.pop(bound)
+    if isinstance(s.get("items"), list):  # draft-04..2019 tuple form
+        s["prefixItems"] = s.pop("items")
+        if "additionalItems" in s:
+            s["items"] = s.pop("additionalItems")
+    else:
+        s.pop("additionalItems", None)  # ignored unless items is an array
+    if "type" in s:
+        t = s["type"]
+        ts = [t] if isinstance(t, str) else t
+        if not isinstance(ts, list) or not all(isinstance(x, str) and x in TYPES for x in ts):
+            raise InvalidSchemaError(f"bad 'type' {t!r}", where)
+        s["type"] = list(dict.fromkeys(ts))
+    if s.get("nullable") is True and "type" in s and "null" not in s["type"]:
+        s["type"] = s["type"] + ["null"]
+    return s
+
+
+# -------------------------------------------------------------------------------------------- merge
+_MIN_KEYS = ("minLength", "minItems", "minProperties")
+_MAX_KEYS = ("maxLength", "maxItems", "maxProperties")
+_SCHEMA_MAP_KEYS = ("properties",)
+
+
+def _all_of(a, b):
+    if a is True or a == {}:
+        return b
+    if b is True or b == {}:
+        return a
+    if a is False or b is False:
+        return False
+    return {"allOf": [a, b]}
+
+
+def merge(a: dict, b: dict, where: str) -> dict:
+    """One dict equivalent to allOf [a, b] (both prepared, without $ref / allOf)."""
+    out = dict(a)
+    out["__src"] = a.get("__src", []) + b.get("__src", [])
+    a_extra, b_extra = a.get("additionalProperties", True), b.get("additionalProperties", True)
+    for key, bv in b.items():
+        if key == "__src":
+            continue
+        if key not in out:
+            out[key] = bv
+            continue
+        av = out[key]
+        if key == "type":
+            out[key] = [t for t in av if t in bv or (t == "integer" and "number" in bv)] + \
+                       [t for t in bv if t == "integer" and "number" in av and t not in av]
+        elif key == "enum":
+            keys = {value_key(v) for v in bv}
+            out[key] = [v for v in av if value_key(v) in keys]
+        elif key == "required":
+            out[key] = list(dict.fromkeys(list(av) + list(bv)))
+        elif key in _MIN_KEYS or key == "minimum":
+            out[key] = max(av, bv)
+        elif key in _MAX_KEYS or key == "maximum":
+            out[key] = min(av, bv)
+        elif key == "exclusiveMinimum":
+            out[key] = max(av, bv)
+        elif key == "exclusiveMaximum":
+            out[key] = min(av, bv)
+        elif key == "pattern":
+            if av != bv:
+                out["__patterns"] = out.get("__patterns", []) + [bv]
+        elif key == "__patterns":
+            out[key] = av + bv
+        elif key in ("additionalProperties", "items"):
+            out[key] = _all_of(av, bv)
+        elif key == "anyOf":
+            product = [{"allOf": [x, y]} for x in av for y in bv]
+            if len(product) > MAX_ANYOF_PRODUCT:
+                raise ConstraintTooComplexError(f"anyOf combinations in allOf at {where}", MAX_ANYOF_PRODUCT)
+            out[key] = product
+        elif key == "multipleOf":
+            if av != bv:
+                if isinstance(av, int) and isinstance(bv, int) and not isinstance(av, bool) and not isinstance(bv, bool):
+                    import math
+
+                    out[key] = math.lcm(av, bv)
+                else:
+                    raise UnsupportedSchemaError("multipleOf", where, "two different multipleOf in allOf")
+        elif key == "properties":
+            props = dict(av)
+            for name, sub in bv.items():
+                props[name] = _all_of(props[name], sub) if name in props else _all_of(sub, a_extra)
+            for name in av:
+                if name not in bv:
+                    props[name] = _all_of(av[name], b_extra)
+            out[key] = props
+        elif key == "prefixItems":
+            if av != bv:
+                raise UnsupportedSchemaError("prefixItems", where, "two different tuple forms in allOf")
+        elif av != bv and not _is_annotation(key):
+            raise UnsupportedSchemaError(key, where, "cannot combine two different values in allOf")
+    if "properties" in b and "properties" not in a and a_extra is not True:
+        out["properties"] = {n: _all_of(sub, a_extra) for n, sub in b["properties"].items()}
+    if "properties" in a and "properties" not in b and b_extra is not True:
+        out["properties"] = {n: _all_of(sub, b_extra) for n, sub in a["properties"].items()}
+    if "prefixItems" in a and "prefixItems" not in b and "items" in b:
+        out["prefixItems"] = [_all_of(x, b["items"]) for x in a["prefixItems"]]
+    if "prefixItems" in b and "prefixItems" not in a and "items" in a:
+        out["prefixItems"] = [_all_of(x, a["items"]) for x in b["prefixItems"]]
+    return out
+
+
+ANNOTATIONS = frozenset({
+    "title", "description", "examples", "example", "default", "$comment", "$schema", "$id", "id", "deprecated",
+    "readOnly", "writeOnly", "contentMediaType", "contentEncoding", "contentSchema", "$anchor", "$defs",
+    "definitions", "$vocabulary", "$dynamicAnchor", "$recursiveAnchor", "nullable", "discriminator",
+    "markdownDescription", "enumDescriptions", "externalDocs", "xml", "__src",
+})
+
+
+def _is_annotation(key: str) -> bool:
+    return key in ANNOTATIONS or key.startswith("x-")

@@ -1,0 +1,188 @@
+"""The JSON string leaf: quotes, escapes and raw UTF-8, with a char-level DFA (pattern / format) and
+length bounds applied to the *decoded* characters.
+
+Frame = (node, dfa_state, count, decoded, pending); the opening-quote frame is (node, None).
+- count: decoded characters so far, capped where larger values behave alike (at max_length, else min_length).
+- decoded: for strings that must differ from some names (extra object keys), the text so far while it is
+  still a prefix of one of them, else None.
+- pending: None at a character boundary, or the part of a character read so far: ("u8", bytes),
+  ("esc",), ("hex", digits), ("lo?", high), ("lou", high), ("lohex", high, digits).
+"""
+
+from __future__ import annotations
+
+from ..regex import CharDFA, utf8_prefix_range, utf8_sequence_length
+from .nodes import DONE_FRAME, NEVER, Node
+
+_QUOTE, _BACKSLASH = 0x22, 0x5C
+_SIMPLE_ESCAPES = {ord('"'): 0x22, ord("\\"): 0x5C, ord("/"): 0x2F, ord("b"): 0x08, ord("f"): 0x0C,
+                   ord("n"): 0x0A, ord("r"): 0x0D, ord("t"): 0x09}
+_HEX = {b: int(chr(b), 16) for b in b"0123456789abcdefABCDEF"}
+_HIGH = (0xD800, 0xDBFF)
+_LOW = (0xDC00, 0xDFFF)
+
+
+def _hex_span(digits: str) -> tuple[int, int]:
+    rest = 4 - len(digits)
+    base = int(digits, 16) << (4 * rest) if digits else 0
+    return base, base | ((1 << (4 * rest)) - 1)
+
+
+def _astral(high: int, low_lo: int, low_hi: int) -> tuple[int, int]:
+    base = 0x10000 + ((high - 0xD800) << 10)
+    return base + (low_lo - 0xDC00), base + (low_hi - 0xDC00)
+
+
+class JsonString(Node):
+    """A JSON string whose decoded text the DFA accepts, with min_length <= len <= max_length (code points),
+    and (if `exclude` is given) different from every name in `exclude`."""
+
+    __slots__ = ("dfa", "min_length", "max_length", "exclude", "_exclude_prefixes", "_cap", "_viable")
+
+    def __init__(self, dfa: CharDFA, min_length: int, max_length: int | None, exclude=None):
+        self.dfa = dfa
+        self.min_length = min_length
+        self.max_length = max_length
+        self.exclude = frozenset(exclude) if exclude else None
+        self._exclude_prefixes = (frozenset(n[:i] for n in self.exclude for i in range(len(n) + 1))
+                                  if self.exclude else frozenset())
+        self._cap = max_length if max_length is not None else min_length
+        self._viable: dict = {}
+
+    @classmethod
+    def build(cls, dfa: CharDFA, min_length: int = 0, max_length: int | None = None, exclude=None) -> Node:
+        node = cls(dfa, min_length, max_length, exclude)
+        if dfa.is_empty or not node.viable(dfa.initial, 0):
+            return NEVER
+        return node
+
+    # -------------------------------------------------------------------------------- viability
+    def viable(self, s: int, count: int) -> bool:
+        key = (s, count)
+        hit = self._viable.get(key)
+        if hit is None:
+            hi = None if self.max_length is None else self.max_length - count
+            hit = self._viable[key] = self.dfa.can_finish(s, self.min_length - count, hi)
+        return hit
+
+    def _range_viable(self, s: int, count: int, lo: int, hi: int) -> bool:
+        c = min(count + 1, self._cap) if self.max_length is None else count + 1
+        return any(self.viable(t, c) for t in self.dfa.next_states_in_range(s, lo, hi))
+
+    def _hex_viable(self, s: int, count: int, digits: str) -> bool:
+        lo, hi = _hex_span(digits)
+        parts = []
+        if lo < _HIGH[0]:
+            parts.append((lo, min(hi, _HIGH[0] - 1)))
+        if hi > _LOW[1]:
+            parts.append((max(lo, _LOW[1] + 1), hi))
+        if lo <= _HIGH[1] and hi >= _HIGH[0]:
+            a, b = max(lo, _HIGH[0]), min(hi, _HIGH[1])
+            parts.append((_astral(a, 0xDC00, 0xDC00)[0], _astral(b, 0xDFFF, 0xDFFF)[1]))
+        return any(self._range_viable(s, count, a, b) for a, b in parts)
+
+    def _low_viable(self, s: int, count: int, high: int, digits: str) -> bool:
+        lo, hi = _hex_span(digits)
+        lo, hi = max(lo, _LOW[0]), min(hi, _LOW[1])
+        return lo <= hi and self._range_viable(s, count, *_astral(high, lo, hi))
+
+    def _advance(self, s: int, count: int, decoded, cp: int):
+        """The frame after reading code point cp, or None if that leaves no valid completion."""
+        t = self.dfa.step(s, cp)
+        if t is None:
+            return None
+        c = count + 1
+        if self.max_length is None:
+            c = min(c, self._cap)
+        if not self.viable(t, c):
+            return None
+        if decoded is not None:
+            decoded = decoded + chr(cp)
+            if decoded not in self._exclude_prefixes:
+                decoded = None
+        return (self, t, c, decoded, None)
+
+    # ------------------------------------------------------------------------------ frame protocol
+    def entry(self):
+        return (self, None)
+
+    def moves(self, frame) -> dict:
+        if frame[1] is None:
+            return {_QUOTE: (self, self.dfa.initial, 0, "" if self.exclude else None, None)}
+        _, s, count, decoded, pending = frame
+        out = {}
+        if pending is None:
+            if s in self.dfa.finals and count >= self.min_length and (decoded is None or decoded not in self.exclude):
+                out[_QUOTE] = DONE_FRAME
+            esc = (self, s, count, decoded, ("esc",))
+            if self.moves(esc):
+                out[_BACKSLASH] = esc
+            for b in range(0x20, 0x80):
+                if b != _QUOTE and b != _BACKSLASH:
+                    nxt = self._advance(s, count, decoded, b)
+                    if nxt is not None:
+                        out[b] = nxt
+            for b in range(0xC2, 0xF5):
+                rng = utf8_prefix_range(bytes([b]))
+                if rng is not None and self._range_viable(s, count, *rng):
+                    out[b] = (self, s, count, decoded, ("u8", bytes([b])))
+            return out
+        kind = pending[0]
+        if kind == "u8":
+            for b in range(0x80, 0xC0):
+                p = pending[1] + bytes([b])
+                rng = utf8_prefix_range(p)
+                if rng is None:
+                    continue
+                if len(p) == utf8_sequence_length(p[0]):
+                    nxt = self._advance(s, count, decoded, rng[0])
+                    if nxt is not None:
+                        out[b] = nxt
+                elif self._range_viable(s, count, *rng):
+                    out[b] = (self, s, count, decoded, ("u8", p))
+        elif kind == "esc":
+            for b, cp in _SIMPLE_ESCAPES.items():
+                nxt = self._advance(s, count, decoded, cp)
+                if nxt is not None:
+                    out[b] = nxt
+            if self._hex_viable(s, count, ""):
+                out[ord("u")] = (self, s, count, decoded, ("hex", ""))
+        elif kind == "hex":
+            digits = pending[1]
+            for b, v in _HEX.items():
+                d = digits + "%x" % v
+                if len(d) < 4:
+                    if self._hex_viable(s, count, d):
+                        out[b] = (self, s, count, decoded, ("hex", d))
+                    continue
+                cp = int(d, 16)
+                if _HIGH[0] <= cp <= _HIGH[1]:
+                    if self._low_viable(s, count, cp, ""):
+                        out[b] = (self, s, count, decoded, ("lo?", cp))
+                elif not _LOW[0] <= cp <= _LOW[1]:
+                    nxt = self._advance(s, count, decoded, cp)
+                    if nxt is not None:
+                        out[b] = nxt
+        elif kind == "lo?":
+            out[_BACKSLASH] = (self, s, count, decoded, ("lou", pending[1]))
+        elif kind == "lou":
+            out[ord("u")] = (self, s, count, decoded, ("lohex", pending[1], ""))
+        elif kind == "lohex":
+            high, digits = pending[1], pending[2]
+            for b, v in _HEX.items():
+                d = digits + "%x" % v
+                if len(d) < 4:
+                    if self._low_viable(s, count, high, d):
+                        out[b] = (self, s, count, decoded, ("lohex", high, d))
+                    continue
+                low = int(d, 16)
+                if _LOW[0] <= low <= _LOW[1]:
+                    nxt = self._advance(s, count, decoded, _astral(high, low, low)[0])
+                    if nxt is not None:
+                        out[b] = nxt
+        return out
+
+    def epsilon(self, frame):
+        return ()
+
+

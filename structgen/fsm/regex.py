@@ -1,0 +1,329 @@
+"""Regex and choice constraints as byte automata, and the char-level DFA that JSON string leaves reuse.
+
+Supported regex syntax (what interegular parses, checked against Python's `re`): literals and escapes
+(`\\.`, `\\n`, `\\t`, `\\uXXXX`, ...), character classes `[a-z]` / `[^...]`, the shorthands `\\d \\w \\s`
+(ASCII meaning; `\\D \\W \\S` and negated classes that contain a shorthand only match ASCII outside the class,
+so we never accept a character Python's Unicode-aware `re` would reject), `.` (anything but newline),
+groups `(...)` / `(?:...)`, alternation `|`, quantifiers `* + ? {m} {m,} {m,n}` (lazy forms too), and
+`(?i)`. Not supported (InvalidRegexError): backreferences, lookaround, `\\b`, unicode properties, and
+anchors other than one leading `^` and one trailing `$`.
+
+`regex_automaton(pattern)` matches the whole text (full match). Characters are read as UTF-8 bytes, one
+byte per transition; a multi-byte character is accepted byte by byte only while some completion of it is a
+valid character the DFA can take (the token layer walks byte-level BPE tokens that split characters).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from functools import lru_cache
+
+import interegular
+from interegular.fsm import anything_else
+
+from ..errors import InvalidRegexError
+from .automaton import LiteralSetAutomaton, State
+
+MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = (0xD800, 0xDFFF)
+# Code point range a UTF-8 sequence of each length may encode (shorter encodings are overlong).
+_UTF8_SPAN = {2: (0x80, 0x7FF), 3: (0x800, 0xFFFF), 4: (0x10000, MAX_CODE_POINT)}
+
+
+# ----------------------------------------------------------------------------------------------- UTF-8
+def utf8_sequence_length(lead: int) -> int:
+    """Total bytes of the sequence a lead byte starts (0 = not a lead byte of a multi-byte sequence)."""
+    if 0xC0 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF7:
+        return 4
+    return 0
+
+
+@lru_cache(maxsize=4096)
+def utf8_prefix_range(prefix: bytes) -> tuple[int, int] | None:
+    """Code points [lo, hi] that complete the partial multi-byte sequence `prefix`; None if it cannot be
+    completed to valid UTF-8 (overlong forms, surrogates and > U+10FFFF are excluded)."""
+    n = utf8_sequence_length(prefix[0])
+    if n == 0 or len(prefix) >= n + 1:
+        return None
+    bits = prefix[0] & (0x7F >> n)
+    for b in prefix[1:]:
+        if not 0x80 <= b <= 0xBF:
+            return None
+        bits = (bits << 6) | (b & 0x3F)
+    rest = n - len(prefix)
+    lo, hi = bits << (6 * rest), (bits << (6 * rest)) | ((1 << (6 * rest)) - 1)
+    span_lo, span_hi = _UTF8_SPAN[n]
+    lo, hi = max(lo, span_lo), min(hi, span_hi)
+    if lo <= _SURROGATES[1] and hi >= _SURROGATES[0]:
+        # NOTE: within one prefix the surrogate block is only ever at one end of the range.
+        if lo >= _SURROGATES[0]:
+            lo = _SURROGATES[1] + 1
+        else:
+            hi = _SURROGATES[0] - 1
+    return (lo, hi) if lo <= hi else None
+
+
+# ------------------------------------------------------------------------------------------ parsing
+_LOOKAROUND = re.compile(r"\(\?(=|!|<=|<!)")
+
+
+def _syntax_scan(pattern: str) -> tuple[bool, int | None]:
+    """(uses a negated shorthand outside ASCII semantics, position of a stray anchor or None)."""
+    negated_shorthand = False
+    in_class = False
+    class_negated = False
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            e = pattern[i + 1]
+            if e in "DWS" or (in_class and class_negated and e in "dws"):
+                negated_shorthand = True
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            j = i + 1
+            class_negated = pattern[j:j + 1] == "^"
+            j += 1 if class_negated else 0
+            if pattern[j:j + 1] == "]":  # a ']' right after '[' or '[^' is a literal
+                j += 1
+            i = j
+            continue
+        elif c in "^$":
+            return negated_shorthand, i
+        i += 1
+    return negated_shorthand, None
+
+
+def strip_anchors(pattern: str) -> tuple[str, bool, bool]:
+    """Remove one leading `^` and one trailing (unescaped) `$`: (body, anchored_start, anchored_end)."""
+    start = pattern.startswith("^")
+    body = pattern[1:] if start else pattern
+    end = False
+    if body.endswith("$"):
+        backslashes = len(body) - 1 - len(body[:-1].rstrip("\\"))
+        if backslashes % 2 == 0:
+            body, end = body[:-1], True
+    return body, start, end
+
+
+def parse_char_fsm(pattern: str, *, search: bool = False):
+    """Parse `pattern` into an interegular FSM over characters.
+
+    search=False: full match (a leading ^ / trailing $ are dropped). search=True: Python `re.search`
+    semantics (unanchored ends get any-character padding). Returns (fsm, ascii_only_else).
+    Raises InvalidRegexError (with position where known) for bad or unsupported syntax.
+    """
+    if not isinstance(pattern, str):
+        raise TypeError(f"a regex pattern must be a str, not {type(pattern).__name__}")
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise InvalidRegexError(pattern, e.pos, str(e)) from None
+    body, start, end = strip_anchors(pattern)
+    look = _LOOKAROUND.search(body)
+    if look:
+        raise InvalidRegexError(pattern, look.start() + (1 if start else 0), "lookaround is not supported")
+    negated_shorthand, anchor_pos = _syntax_scan(body)
+    if anchor_pos is not None:
+        raise InvalidRegexError(pattern, anchor_pos + (1 if start else 0),
+                                "anchors are supported only at the very start and end")
+    if search:
+        body = ("" if start else r"[\s\S]*") + f"(?:{body})" + ("" if end else r"[\s\S]*")
+    try:
+        fsm = interegular.parse_pattern(body).to_fsm()
+    except Exception as e:  # interegular raises its own Unsupported / InvalidSyntax types
+        raise InvalidRegexError(pattern, None, f"{type(e).__name__}: {e}".rstrip(": ")) from None
+    return fsm, negated_shorthand
+
+
+# ---------------------------------------------------------------------------------------- char DFA
+class CharDFA:
+    """A deterministic automaton over Unicode code points, trimmed to states that can still reach a final
+    state, with queries over code-point *ranges* (what a partial UTF-8 sequence or `\\u` escape can become).
+
+    States are small ints. `step` returns None for a dead move. Built once per leaf; immutable afterwards
+    (the caches only memoize pure functions).
+    """
+
+    def __init__(self, fsm, *, ascii_only_else: bool = False):
+        mapping = fsm.alphabet._symbol_mapping  # char (or anything_else) -> symbol
+        self._else_symbol = mapping.get(anything_else)
+        self._ascii_only_else = ascii_only_else
+        pairs = sorted((ord(c), s) for c, s in mapping.items() if c is not anything_else and len(c) == 1)
+        self._explicit_cps = [cp for cp, _ in pairs]
+        self._explicit_syms = [s for _, s in pairs]
+        finals = set(fsm.finals)
+        reverse: dict = {}
+        for s, row in fsm.map.items():
+            for t in row.values():
+                reverse.setdefault(t, set()).add(s)
+        live = set(finals)
+        todo = list(finals)
+        while todo:
+            t = todo.pop()
+            for s in reverse.get(t, ()):
+                if s not in live:
+                    live.add(s)
+                    todo.append(s)
+        self.is_empty = fsm.initial not in live
+        # Renumber live states 0..n-1 (initial = 0) so states are compact, hashable ints.
+        order = [fsm.initial] + sorted((s for s in live if s != fsm.initial), key=repr)
+        number = {s: i for i, s in enumerate(order)}
+        self.initial = 0
+        self.num_states = len(order)
+        self.finals = frozenset(number[s] for s in finals if s in live)
+        self._map = [
+            {sym: number[t] for sym, t in fsm.map.get(s, {}).items() if t in live} for s in order
+        ]
+        self._reach: list[frozenset] = [self.finals]  # _reach[k]: states with a k-step path to a final
+        self._range_cache: dict = {}
+
+    @classmethod
+    def anything(cls) -> "CharDFA":
+        return cls(interegular.parse_pattern(r"[\s\S]*").to_fsm())
+
+    @classmethod
+    def from_pattern(cls, pattern: str, *, search: bool) -> "CharDFA":
+        fsm, ascii_only_else = parse_char_fsm(pattern, search=search)
+        return cls(fsm, ascii_only_else=ascii_only_else)
+
+    @classmethod
+    def from_fsm(cls, fsm, ascii_only_else: bool) -> "CharDFA":
+        return cls(fsm, ascii_only_else=ascii_only_else)
+
+    def _symbol(self, cp: int):
+        i = bisect.bisect_left(self._explicit_cps, cp)
+        if i < len(self._explicit_cps) and self._explicit_cps[i] == cp:
+            return self._explicit_syms[i]
+        if self._ascii_only_else and not 0x20 <= cp <= 0x7E:
+            return None
+        return self._else_symbol
+
+    def step(self, state: int, cp: int) -> int | None:
+        sym = self._symbol(cp)
+        return None if sym is None else self._map[state].get(sym)
+
+    def symbols_in_range(self, lo: int, hi: int) -> frozenset:
+        key = (lo, hi)
+        hit = self._range_cache.get(key)
+        if hit is not None:
+            return hit
+        i = bisect.bisect_left(self._explicit_cps, lo)
+        j = bisect.bisect_right(self._explicit_cps, hi)
+        syms = set(self._explicit_syms[i:j])
+        if self._else_symbol is not None and (j - i) < (hi - lo + 1):
+            if not self._ascii_only_else:
+                syms.add(self._else_symbol)
+            else:
+                a, b = max(lo, 0x20), min(hi, 0x7E)
+                explicit_ascii = bisect.bisect_right(self._explicit_cps, b) - bisect.bisect_left(self._explicit_cps, a)
+                if a <= b and explicit_ascii < (b - a + 1):
+                    syms.add(self._else_symbol)
+        out = frozenset(syms)
+        if len(self._range_cache) < 100_000:
+            self._range_cache[key] = out
+        return out
+
+    def next_states_in_range(self, state: int, lo: int, hi: int) -> set[int]:
+        row = self._map[state]
+        return {row[s] for s in self.symbols_in_range(lo, hi) if s in row}
+
+    def _reach_upto(self, k: int) -> None:
+        while len(self._reach) <= k:
+            prev = self._reach[-1]
+            self._reach.append(frozenset(s for s in range(self.num_states)
+                                         if any(t in prev for t in self._map[s].values())))
+
+    def can_finish(self, state: int, lo: int, hi: int | None) -> bool:
+        """True iff some path of length L, lo <= L <= hi (hi None = unbounded), leads from state to a final.
+
+        NOTE: the shortest path of length >= lo is at most lo + num_states long (a longer one repeats a
+        state, and cutting that cycle keeps it >= lo), so only lengths up to lo + num_states are examined.
+        """
+        lo = max(lo, 0)
+        top = lo + self.num_states
+        if hi is not None:
+            if hi < lo:
+                return False
+            top = min(top, hi)
+        self._reach_upto(top)
+        return any(state in self._reach[k] for k in range(lo, top + 1))
+
+
+# ------------------------------------------------------------------------------ regex byte automaton
+class RegexAutomaton:
+    """Full-match byte automaton of a CharDFA over raw UTF-8 text.
+
+    State = (dfa_state, pending): `pending` holds the bytes of a multi-byte character read so far (b"" when
+    at a character boundary). Every state returned is productive: the DFA is trimmed to live states and a
+    pending prefix is kept only while some completion leads to a live state.
+    """
+
+    def __init__(self, dfa: CharDFA):
+        self._dfa = dfa
+        self._cache: dict = {}
+
+    def initial(self) -> State:
+        return (self._dfa.initial, b"")
+
+    def is_final(self, state: State) -> bool:
+        return state[1] == b"" and state[0] in self._dfa.finals
+
+    def transitions(self, state: State) -> dict[int, State]:
+        hit = self._cache.get(state)
+        if hit is not None:
+            return hit
+        dfa = self._dfa
+        s, pending = state
+        out: dict[int, State] = {}
+        if pending == b"":
+            for b in range(0x80):
+                t = dfa.step(s, b)
+                if t is not None:
+                    out[b] = (t, b"")
+            candidates = range(0xC2, 0xF5)
+        else:
+            candidates = range(0x80, 0xC0)
+        for b in candidates:
+            p = pending + bytes([b])
+            rng = utf8_prefix_range(p)
+            if rng is None:
+                continue
+            if len(p) == utf8_sequence_length(p[0]):
+                t = dfa.step(s, rng[0])
+                if t is not None:
+                    out[b] = (t, b"")
+            elif dfa.next_states_in_range(s, *rng):
+                out[b] = (s, p)
+        self._cache[state] = out
+        return out
+
+
+def regex_automaton(pattern: str) -> RegexAutomaton:
+    """Byte automaton accepting exactly the UTF-8 encodings of the strings `pattern` fully matches."""
+    dfa = CharDFA.from_pattern(pattern, search=False)
+    if dfa.is_empty:
+        raise InvalidRegexError(pattern, None, "the pattern matches no string")
+    return RegexAutomaton(dfa)
+
+
+def choice_automaton(choices: list[str]) -> LiteralSetAutomaton:
+    """Byte automaton accepting exactly one of `choices` (their UTF-8 encodings)."""
+    if isinstance(choices, (str, bytes)) or not isinstance(choices, (list, tuple)):
+        raise TypeError("choices must be a list of strings")
+    if not choices:
+        raise ValueError("choices must not be empty")
+    for c in choices:
+        if not isinstance(c, str):
+            raise TypeError(f"every choice must be a str, got {type(c).__name__}")
+    return LiteralSetAutomaton([c.encode("utf-8") for c in choices])
