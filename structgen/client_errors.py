@@ -86,6 +86,9 @@ def from_rpc_error(err: grpc.RpcError) -> RemoteError:
     metadata = {k: v for k, v in (err.trailing_metadata() or ()) if isinstance(v, str)}
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         cls = InvalidConstraint if metadata.get("structgen-error-kind") == "constraint" else InvalidRequest
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        # gRPC's own message-size limit: the request is too big, retrying cannot help.
+        cls = InvalidRequest
     else:
         cls = _BY_CODE.get(code, ServerError)
     return cls(code, details, metadata)

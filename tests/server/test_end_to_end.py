@@ -126,7 +126,7 @@ def test_unsupported_keyword_names_keyword_and_pointer(client):
     schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"not": {"type": "string"}}}}}
     with pytest.raises(structgen.InvalidConstraint, match="not") as e:
         client.generate("x", json_schema=schema)
-    assert e.value.keyword == "not" and e.value.pointer == "/properties/tags/items"
+    assert e.value.keyword == "not" and e.value.pointer.lstrip("#") == "/properties/tags/items"
     with pytest.raises(structgen.InvalidConstraint) as e2:
         client.compile(json_schema=schema)
     assert e2.value.keyword == "not"

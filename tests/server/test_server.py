@@ -89,6 +89,14 @@ def test_parameter_errors(serve_fake, tokenizer, fake_engine_cls):
         assert c.generate("hi", compiled_id=compiled.id, max_tokens=3).usage.completion_tokens == 3
 
 
+def test_message_size_limit(serve_fake, tokenizer, fake_engine_cls):
+    st = serve_fake(fake_engine_cls(tokenizer), max_request_bytes=2048)
+    with Client(st.target, timeout=10) as c:
+        with pytest.raises(structgen.InvalidRequest, match="larger than max"):
+            c.generate("x" * 5000)
+        assert c.generate("x" * 500, max_tokens=2).usage.completion_tokens == 2
+
+
 def test_api_keys(serve_fake, tokenizer, fake_engine_cls):
     st = serve_fake(fake_engine_cls(tokenizer), api_keys=frozenset({"k-good"}))
     with Client(st.target, timeout=10) as anon:

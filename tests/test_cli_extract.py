@@ -1,0 +1,77 @@
+"""`structgen extract` as a user runs it: a subprocess against the real server (tests/conftest.py), stdout one
+JSON value per input, errors on stderr naming the input, exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "schemas"
+
+
+def extract(*args, server=None, key=None, stdin: str | None = None, timeout=900) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("STRUCTGEN_API_KEY", None)
+    if key:
+        env["STRUCTGEN_API_KEY"] = key
+    cmd = [sys.executable, "-m", "structgen.cli", "extract", "--no-progress", *args]
+    if server:
+        cmd += ["--server", server]
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def validate(line: str, schema_file: Path):
+    jsonschema.Draft202012Validator(json.loads(schema_file.read_text())).validate(json.loads(line))
+
+
+@pytest.mark.slow
+def test_invoice_example_against_a_running_server(real_server, real_api_key):
+    r = extract("--schema", "schemas/invoice.json", "schemas/examples/invoice.txt", server=real_server.target,
+                key=real_api_key)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1
+    validate(lines[0], SCHEMAS / "invoice.json")
+
+
+def test_files_stdin_and_a_missing_file(real_server, real_api_key, tmp_path):
+    schema = tmp_path / "person.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"name": {"type": "string", "maxLength": 30}},
+                                  "required": ["name"], "additionalProperties": False}))
+    doc = tmp_path / "doc.txt"
+    doc.write_text("Signed: Ingrid Bergström, notary.")
+    r = extract("--schema", str(schema), str(doc), str(tmp_path / "missing.txt"), "--max-tokens", "30",
+                server=real_server.target, key=real_api_key)
+    assert r.returncode == 1
+    assert len(r.stdout.splitlines()) == 1
+    validate(r.stdout.splitlines()[0], schema)
+    assert "missing.txt" in r.stderr and "cannot read" in r.stderr
+    r = extract("--schema", str(schema), "-", "--max-tokens", "30", server=real_server.target, key=real_api_key,
+                stdin="From the desk of Kofi Mensah.")
+    assert r.returncode == 0, r.stderr
+    validate(r.stdout.strip(), schema)
+
+
+def test_wrong_key_and_bad_schema(real_server, tmp_path):
+    r = extract("--schema", "schemas/contact_card.json", "schemas/examples/contact_card.txt",
+                server=real_server.target, key="sk-wrong")
+    assert r.returncode == 1 and r.stdout == ""
+    assert "contact_card.txt" in r.stderr and "invalid API key" in r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": 12}')
+    r = extract("--schema", str(bad), "schemas/examples/contact_card.txt", server=real_server.target)
+    assert r.returncode == 2 and "not a valid JSON Schema" in r.stderr
+
+
+@pytest.mark.slow
+def test_local_engine_without_a_server():
+    r = extract("--local", "--schema", "schemas/support_ticket.json", "schemas/examples/support_ticket.txt")
+    assert r.returncode == 0, r.stderr
+    validate(r.stdout.strip(), SCHEMAS / "support_ticket.json")
