@@ -15,8 +15,6 @@ Two implementations:
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -124,11 +122,13 @@ def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: t
         out = q.new_empty((t, hq, d))
     for g in plan.groups:
         n, qmax = g.token_rows.shape
-        qg = q.view(n, qmax, hq, d) if g.contiguous else q[g.token_rows.reshape(-1)].view(n, qmax, hq, d)
+        # NOTE: index_select, not advanced indexing: ~3x faster on CPU for these gathers.
+        qg = q.view(n, qmax, hq, d) if g.contiguous else q.index_select(0, g.token_rows.view(-1))
         # fold the GQA group into the query axis so K/V need no repeat: (G, Hkv, grp*Qmax, D)
         qg = qg.view(n, qmax, hkv, grp, d).permute(0, 2, 3, 1, 4).reshape(n, hkv, grp * qmax, d)
-        kg = k_cache[g.kv_slots].transpose(1, 2)  # (G, Hkv, L, D)
-        vg = v_cache[g.kv_slots].transpose(1, 2)  # (G, Hkv, L, D)
+        length = g.kv_slots.shape[1]
+        kg = k_cache.index_select(0, g.kv_slots.view(-1)).view(n, length, hkv, d).transpose(1, 2)  # (G, Hkv, L, D)
+        vg = v_cache.index_select(0, g.kv_slots.view(-1)).view(n, length, hkv, d).transpose(1, 2)  # (G, Hkv, L, D)
         o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=g.mask, scale=scale)  # (G, Hkv, grp*Qmax, D)
         o = o.view(n, hkv, grp, qmax, d).permute(0, 3, 1, 2, 4).reshape(n * qmax, hq, d)  # (G*Qmax, Hq, D)
         if g.contiguous:
@@ -176,57 +176,6 @@ def _next_pow2(x: int) -> int:
     return 1 << (max(1, x) - 1).bit_length()
 
 
-@functools.lru_cache(maxsize=2)
-def _attention_kernel(interpret: bool):
-    # NOTE: built lazily (and keyed on the interpreter flag) because triton.jit decides at decoration time
-    # whether to compile or interpret.
-    del interpret
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def kernel(q_ptr, k_ptr, v_ptr, out_ptr, block_tables_ptr, token_seq_ptr, token_kv_len_ptr, scale,
-               stride_qt, stride_qh, stride_ks, stride_kh, stride_ot, stride_oh, stride_bt,
-               GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-               BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-        tok = tl.program_id(0)
-        kvh = tl.program_id(1)
-        seq = tl.load(token_seq_ptr + tok)
-        kv_len = tl.load(token_kv_len_ptr + tok)
-        offs_h = tl.arange(0, BLOCK_H)
-        offs_d = tl.arange(0, BLOCK_D)
-        h_ok = offs_h < GROUP
-        d_ok = offs_d < HEAD_DIM
-        heads = kvh * GROUP + offs_h
-        q = tl.load(q_ptr + tok * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
-                    mask=h_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_H, BLOCK_D)
-        m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
-        acc = tl.zeros((BLOCK_H, BLOCK_D), dtype=tl.float32)
-        for start in range(0, kv_len, BLOCK_N):
-            pos = start + tl.arange(0, BLOCK_N)
-            p_ok = pos < kv_len
-            blk = tl.load(block_tables_ptr + seq * stride_bt + pos // BLOCK_SIZE, mask=p_ok, other=0)
-            slot = blk.to(tl.int64) * BLOCK_SIZE + pos % BLOCK_SIZE
-            kv_off = slot[:, None] * stride_ks + kvh * stride_kh + offs_d[None, :]
-            kv_ok = p_ok[:, None] & d_ok[None, :]
-            k = tl.load(k_ptr + kv_off, mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
-            v = tl.load(v_ptr + kv_off, mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
-            s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale  # (BLOCK_H, BLOCK_N)
-            s = tl.where(p_ok[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp(m_i - m_new)
-            p = tl.exp(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
-            m_i = m_new
-        acc = acc / l_i[:, None]
-        tl.store(out_ptr + tok * stride_ot + heads[:, None] * stride_oh + offs_d[None, :],
-                 acc.to(out_ptr.dtype.element_ty), mask=h_ok[:, None] & d_ok[None, :])
-
-    return kernel
-
-
 def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan,
                            scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """Same contract as `paged_attention_reference`. q: (T, Hq, D); caches: (num_slots, Hkv, D), contiguous."""
@@ -238,7 +187,9 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     if t == 0:
         return out
     q = q.contiguous()
-    kernel = _attention_kernel(os.environ.get("TRITON_INTERPRET", "0") == "1")
+    from .attention_triton import attention_kernel
+
+    kernel = attention_kernel()
     # tl.dot needs every dimension >= 16
     block_h = max(16, _next_pow2(grp))
     block_d = max(16, _next_pow2(d))
