@@ -24,7 +24,7 @@ MODES = {
 
 def default_out_dir(mode: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("benchmarks") / "runs" / f"{mode}-{stamp}"
+    return Path("benchmarks") / "out" / f"{mode}-{stamp}"  # git-ignored; RESULTS.md keeps the tables
 
 
 def csv_list(value: str) -> list[str]:
@@ -53,7 +53,7 @@ def json_object(value: str) -> dict:
 
 def add_common(p: argparse.ArgumentParser, mode: str) -> None:
     p.add_argument("--out", type=Path, default=None,
-                   help=f"output folder (default: benchmarks/runs/{mode}-<timestamp>)")
+                   help=f"output folder (default: benchmarks/out/{mode}-<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON options for structgen.compile_json_schema")
     p.add_argument("--engine-config", type=json_object, default={"forced_runs": True},
                    help='JSON overrides for structgen EngineConfig (default {"forced_runs": true})')
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for every engine in this process (0 = torch's default)")
     add_common(p, "coverage")
 
 
@@ -181,6 +183,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     rng = np.random.default_rng(args.seed)
     cases = [cases[i] for i in sorted(rng.choice(len(cases), size=min(args.n, len(cases)), replace=False))]
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)  # process-wide: structgen and transformers get the same threads
     header = run_header()
     tokenizer = default_tokenizer()
     prompts = [build_prompt(tokenizer, c.schema, args.max_schema_chars) for c in cases]

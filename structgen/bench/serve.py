@@ -243,9 +243,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
     finally:
         if server is not None:
-            server.call(server.server.stop(grace=5) if hasattr(server.server, "stop") else asyncio.sleep(0))
+            server.stop()
     if args.baseline == "hf":
-        n = n_requests if args.duration is None else max(len(s and items) for s in [1])
+        n = n_requests if args.duration is None else len(items)  # a time budget has no count: one pass
         s = run_hf_baseline(items, n, args.max_tokens, progress=not args.no_progress)
         levels.append(("hf generate (in-process, unconstrained)", 1, s))
         records.append({"type": "level", "engine": "hf", "concurrency": 1, **s})

@@ -146,3 +146,11 @@ def test_render_puts_ratios_against_structgen(tiny_tasks):
     md = render_markdown([a, b], {"command": "x", "date": "d", "commit": "c", "cpu": "c", "cores": 1, "gpu": "-"})
     peer_line = next(line for line in md.splitlines() if line.startswith("| peer |"))
     assert peer_line.rstrip(" |").endswith("3.00x | 4.00x")
+
+
+def test_structgen_passes_tiny_schemas_through_its_public_api(tiny_tasks):
+    run = run_engine("structgen", tiny_tasks, timeout_s=120, progress=False,
+                     structgen_options={"extra_properties": True})
+    assert run.unavailable is None
+    assert [r["status"] for r in run.rows] == ["passing"] * 3
+    assert summarize_run(run)[0]["tbm"]["n"] == sum(r["n_masks"] for r in run.rows) > 0

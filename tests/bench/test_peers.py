@@ -30,7 +30,7 @@ def _accepts(compiled, tokenizer, text) -> bool:
     return any(token_allowed(row, e) for e in tokenizer.eos_token_ids)
 
 
-@pytest.mark.parametrize("peer", ["llguidance", "xgrammar", "outlines"])
+@pytest.mark.parametrize("peer", ["structgen", "llguidance", "xgrammar", "outlines"])
 def test_peer_accepts_exactly_what_the_schema_accepts(tokenizer, peer):
     try:
         engine = create_engine(peer, tokenizer)
