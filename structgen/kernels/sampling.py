@@ -1,0 +1,193 @@
+"""Batched sampling: greedy, temperature, top-k, top-p, with per-request seeds that give the same token whatever
+else is in the batch; plus the speculative-decoding accept/reject rule.
+
+Randomness is counter-based: a row's uniform draw is a pure function of (seed, step, lane) computed by an integer
+hash in torch ops, so it does not depend on the batch, on the device, or on any generator state. Each row is then
+sampled by inverse CDF with its one uniform, over a row-local distribution:
+- rows without top-k/top-p: softmax(logits / T) in vocabulary order;
+- rows with top-k/top-p: the same, sorted by probability, truncated, renormalised.
+Every row takes the same path alone or in any batch, so `same seed -> same token` holds by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for int64 x in [0, 2^32), without int64 overflow (16-bit halves)."""
+    lo = x & 0xFFFF
+    hi = x >> 16
+    return (lo * c + (((hi * c) & 0xFFFF) << 16)) & _MASK32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finalizer (xorshift-multiply), elementwise on int64 tensors holding uint32 values."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, lane: int | torch.Tensor = 0) -> torch.Tensor:
+    """(B,) float64 uniforms in [0, 1), a pure function of (seed, step, lane) per row.
+
+    seeds: (B,) int64 (any value; both 32-bit halves are used); steps: (B,) int64 >= 0; lane: an int or a
+    broadcastable int64 tensor (e.g. (B, K) for one draw per draft position)."""
+    seeds = seeds.to(torch.int64)
+    lo = seeds & _MASK32
+    hi = (seeds >> 32) & _MASK32
+    steps = steps.to(torch.int64) & _MASK32
+    lane = torch.as_tensor(lane, dtype=torch.int64, device=seeds.device) & _MASK32
+    if lane.dim() > 0 and lane.dim() > seeds.dim():
+        lo, hi, steps = lo.unsqueeze(-1), hi.unsqueeze(-1), steps.unsqueeze(-1)
+    h = _hash32(lo ^ 0x9E3779B9)
+    h = _hash32(h ^ hi)
+    h = _hash32(h ^ steps)
+    h = _hash32(h ^ lane)
+    h2 = _hash32(h ^ 0x85EBCA6B)
+    # 53 random bits -> a double in [0, 1)
+    return ((h << 21) ^ (h2 >> 11)).to(torch.float64) / float(1 << 53)
+
+
+@dataclass(frozen=True)
+class SamplingBatch:
+    """Per-row sampling parameters, all (B,) tensors on the logits' device.
+
+    temperature: float32, 0 = greedy; top_k: int64, 0 = off; top_p: float32 in (0, 1], 1 = off;
+    seeds: int64; steps: int64, the row's output position (so every token of a request gets a fresh draw)."""
+
+    temperature: torch.Tensor
+    top_k: torch.Tensor
+    top_p: torch.Tensor
+    seeds: torch.Tensor
+    steps: torch.Tensor
+
+    @classmethod
+    def from_lists(cls, temperature, top_k, top_p, seeds, steps, device="cpu") -> "SamplingBatch":
+        n = len(temperature)
+        if not (len(top_k) == len(top_p) == len(seeds) == len(steps) == n):
+            raise ValueError("SamplingBatch.from_lists: every list needs one entry per row")
+        if any(t < 0 for t in temperature):
+            raise ValueError("temperature must be >= 0")
+        if any(k < 0 for k in top_k):
+            raise ValueError("top_k must be >= 0 (0 = off)")
+        if any(not 0 < p <= 1 for p in top_p):
+            raise ValueError("top_p must be in (0, 1]")
+        return cls(
+            temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
+            top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
+            top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
+            seeds=torch.tensor([s & ((1 << 63) - 1) for s in seeds], dtype=torch.int64, device=device),
+            steps=torch.tensor(steps, dtype=torch.int64, device=device),
+        )
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """probs: (R, V) rows summing to ~1; u: (R,) in [0, 1). Index of the first cumulative mass > u * total."""
+    cdf = probs.double().cumsum(dim=-1)  # (R, V) float64: exact enough that the last bucket is reachable
+    target = (u * cdf[:, -1]).unsqueeze(-1)  # (R, 1)
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # never land on a zero-probability entry (u*total == total within rounding, or trailing zeros)
+    return torch.minimum(idx, (probs > 0).long().cumsum(-1).argmax(-1))
+
+
+def sample(logits: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
+    """logits: (B, V) float (already masked: -inf = forbidden). Returns (B,) int64 token ids.
+
+    A row whose logits are all -inf has no legal token: that is the caller's bug (the FSM allows EOS in final
+    states), so it raises ValueError rather than return garbage."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (B, V), got {tuple(logits.shape)}")
+    b = logits.shape[0]
+    if params.temperature.shape != (b,):
+        raise ValueError(f"sampling params have {params.temperature.shape[0]} rows, logits {b}")
+    logits = logits.float()
+    finite = torch.isfinite(logits).any(dim=-1)
+    if not bool(finite.all()):
+        raise ValueError(f"rows {torch.nonzero(~finite).view(-1).tolist()} have no allowed token (all -inf)")
+    out = logits.argmax(dim=-1)  # greedy rows keep this
+    rand = params.temperature > 0
+    if not bool(rand.any()):
+        return out
+    u = uniform_noise(params.seeds, params.steps)  # (B,)
+    filt = rand & ((params.top_k > 0) | (params.top_p < 1))
+    plain = rand & ~filt
+    if bool(plain.any()):
+        rows = plain.nonzero().view(-1)
+        probs = torch.softmax(logits[rows] / params.temperature[rows, None], dim=-1)  # (R, V)
+        out[rows] = _inverse_cdf(probs, u[rows])
+    if bool(filt.any()):
+        rows = filt.nonzero().view(-1)
+        scaled = logits[rows] / params.temperature[rows, None]  # (R, V)
+        sorted_logits, order = scaled.sort(dim=-1, descending=True, stable=True)  # (R, V)
+        rank = torch.arange(scaled.shape[1], device=scaled.device)  # (V,)
+        k = params.top_k[rows]
+        keep = (k[:, None] == 0) | (rank[None, :] < k[:, None])  # (R, V) top-k
+        sorted_logits = sorted_logits.masked_fill(~keep, float("-inf"))
+        probs = torch.softmax(sorted_logits, dim=-1)  # (R, V) renormalised after top-k
+        before = probs.cumsum(dim=-1) - probs  # mass strictly above each entry
+        keep = before < params.top_p[rows, None]  # the smallest prefix reaching top_p (first entry always kept)
+        probs = probs.masked_fill(~keep, 0.0)
+        pick = _inverse_cdf(probs, u[rows])  # (R,) rank in sorted order
+        out[rows] = order.gather(1, pick[:, None]).squeeze(1)
+    return out
+
+
+def speculative_accept(target_probs: torch.Tensor, draft_tokens: torch.Tensor,
+                       draft_probs: torch.Tensor | None, seeds: torch.Tensor, steps: torch.Tensor,
+                       greedy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard speculative-sampling rule, batched.
+
+    target_probs: (B, K+1, V) the target's distribution at each draft position plus the bonus position (after any
+    masking/temperature/top-p the request uses); draft_tokens: (B, K) int64; draft_probs: (B, K, V) the draft's
+    distributions, or None for deterministic drafts (n-gram, jump-forward: q is one-hot on the draft token);
+    seeds/steps: (B,) int64 for the noise (step = output position of the first draft token); greedy: (B,) bool.
+
+    Sampled rows accept draft i with probability min(1, p_i(x_i) / q_i(x_i)); at the first rejection the next token
+    is drawn from normalise(max(0, p_i - q_i)); if all K are accepted it is drawn from p_K. Greedy rows accept
+    while x_i == argmax p_i. Returns (num_accepted (B,) int64, next_token (B,) int64); the accepted tokens are
+    draft_tokens[:, :num_accepted] followed by next_token. Output distribution = the target's (Leviathan et al.).
+    """
+    b, k1, v = target_probs.shape
+    k = k1 - 1
+    if draft_tokens.shape != (b, k):
+        raise ValueError(f"draft_tokens must be ({b}, {k}), got {tuple(draft_tokens.shape)}")
+    if draft_probs is not None and draft_probs.shape != (b, k, v):
+        raise ValueError(f"draft_probs must be ({b}, {k}, {v}), got {tuple(draft_probs.shape)}")
+    p = target_probs.double()
+    lanes = torch.arange(2 * k1, device=p.device).view(1, 2 * k1)  # lane 2i: accept test, 2i+1: resample
+    u = uniform_noise(seeds, steps, lanes)  # (B, 2(K+1))
+    p_tok = p[:, :k].gather(2, draft_tokens.unsqueeze(-1)).squeeze(-1)  # (B, K)
+    if draft_probs is None:
+        q_tok = torch.ones_like(p_tok)
+    else:
+        q_tok = draft_probs.double().gather(2, draft_tokens.unsqueeze(-1)).squeeze(-1)
+    ok_sampled = u[:, 0:2 * k:2] * q_tok < p_tok  # u < p/q without dividing by q (q may be 0)
+    ok_greedy = p[:, :k].argmax(-1) == draft_tokens
+    ok = torch.where(greedy[:, None], ok_greedy, ok_sampled)  # (B, K)
+    # number of leading accepted drafts
+    num = torch.cumprod(ok.long(), dim=1).sum(dim=1) if k else torch.zeros(b, dtype=torch.long, device=p.device)
+    rows = torch.arange(b, device=p.device)
+    p_at = p[rows, num]  # (B, V) target distribution where we stop
+    residual = p_at.clone()
+    rejected = num < k
+    if bool(rejected.any()):
+        idx = num.clamp(max=max(k - 1, 0))
+        if draft_probs is None:
+            q_at = torch.zeros_like(p_at).scatter_(1, draft_tokens[rows, idx].unsqueeze(1), 1.0)
+        else:
+            q_at = draft_probs.double()[rows, idx]
+        residual = torch.where(rejected[:, None], (p_at - q_at).clamp_min(0.0), p_at)
+        # if p <= q everywhere (numerically), fall back to p itself
+        empty = residual.sum(-1) <= 0
+        residual = torch.where(empty[:, None], p_at, residual)
+    u_next = u.gather(1, (2 * num + 1).unsqueeze(1)).squeeze(1)
+    nxt = _inverse_cdf(residual, u_next)
+    nxt = torch.where(greedy, p_at.argmax(-1), nxt)
+    return num, nxt
