@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Bump when the pickled layout changes: older files are then ignored and rewritten.
 FORMAT_VERSION = 1
 MEMORY_CAPACITY = 256
+# Most entry files kept on disk (each is tens of KB to a few MB); the oldest written are removed first.
+MAX_DISK_ENTRIES = 2000
 
 MEMORY, DISK, MISS = "memory", "disk", "miss"
 
@@ -196,9 +198,12 @@ class CompileCache:
                 log.warning("compiled constraint cannot be pickled, disk cache skipped (%s)", e)
                 self._unpicklable_warned = True
             return False
+        is_new = not path.exists()
         if not write_atomic(path, data):
             return False
         self._saved_version[obj.key] = version
+        if is_new:
+            self._prune(path.parent)
         return True
 
     def save_dirty(self) -> int:
@@ -206,6 +211,35 @@ class CompileCache:
         with self._lock:
             objs = [e for e in self._entries.values() if not isinstance(e, _Failure)]
         return sum(self.save(o) for o in objs)
+
+    def start_autosave(self, interval_s: float = 60.0) -> threading.Event:
+        """Run save_dirty() every `interval_s` seconds in a daemon thread (a server calls this once).
+
+        Returns an Event; set it to stop the thread. States reached while decoding then survive a restart.
+        """
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        stop = threading.Event()
+
+        def loop():
+            while not stop.wait(interval_s):
+                try:
+                    self.save_dirty()
+                except Exception as e:  # noqa: BLE001 - a failed write must not kill the saver
+                    log.warning("periodic FSM cache save failed: %s", e)
+
+        threading.Thread(target=loop, name="structgen-fsm-autosave", daemon=True).start()
+        return stop
+
+    def _prune(self, folder: Path) -> None:
+        """Keep the folder to MAX_DISK_ENTRIES files: the least recently written go first."""
+        files = list(folder.glob("*.pkl"))
+        if len(files) <= MAX_DISK_ENTRIES:
+            return
+        files.sort(key=lambda f: f.stat().st_mtime if f.exists() else 0.0)
+        for f in files[: len(files) - MAX_DISK_ENTRIES]:
+            if not f.name.startswith("vocab-"):
+                f.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, data: bytes) -> bool:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -157,6 +158,34 @@ def test_save_writes_only_when_the_object_grew(tmp_path):
     assert CompileCache(disk_dir=tmp_path).get_or_compile("k1", Builds("k1"), restore_thing("k1"))[0].payload == "grown"
 
 
+def test_autosave_persists_growth(tmp_path):
+    c = CompileCache(disk_dir=tmp_path)
+    obj, _ = c.get_or_compile("k1", Builds("k1"), restore_thing("k1"))
+    stop = c.start_autosave(0.05)
+    try:
+        obj.version, obj.payload = 2, "grown"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if pickle.loads(c.path_for("k1").read_bytes())["payload"]["payload"] == "grown":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("autosave did not write the grown entry")
+    finally:
+        stop.set()
+    with pytest.raises(ValueError):
+        c.start_autosave(0)
+
+
+def test_disk_entries_are_pruned_oldest_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "MAX_DISK_ENTRIES", 3)
+    c = CompileCache(disk_dir=tmp_path)
+    for i, k in enumerate("abcde"):
+        c.get_or_compile(k, Builds(k), restore_thing(k))
+        os.utime(c.path_for(k), (1000 + i, 1000 + i))
+    assert sorted(p.stem for p in tmp_path.glob("*.pkl")) == ["c", "d", "e"]
+
+
 def test_unpicklable_objects_skip_the_disk(tmp_path):
     c = CompileCache(disk_dir=tmp_path)
     obj, status = c.get_or_compile("k1", Builds("k1", payload=lambda: 0), restore_thing("k1"))
@@ -208,8 +237,6 @@ def run_child(tmp_path) -> dict:
 
 
 def _env():
-    import os
-
     return {k: v for k, v in os.environ.items() if k != "STRUCTGEN_DISABLE_DISK_CACHE"}
 
 
