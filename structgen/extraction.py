@@ -67,7 +67,8 @@ class ExtractionTask:
             value = json.loads(text)
         except json.JSONDecodeError as e:
             hint = " (generation hit max_tokens: raise it)" if finish_reason == "length" else ""
-            raise ExtractionError(f"the output is not complete JSON{hint}: {e.msg} at {e.pos}: {text[:200]!r}") from None
+            raise ExtractionError(f"the output is not complete JSON{hint}: {e.msg} at {e.pos}: "
+                                  f"{text[:200]!r}") from None
         if self.model is not None:
             from pydantic import ValidationError
 

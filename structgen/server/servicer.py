@@ -262,7 +262,8 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         f = rec.final
         usage = getattr(f, "usage", None)
         timings = getattr(f, "timings", None)
-        counts = dict(prompt_tokens=getattr(usage, "prompt_tokens", 0), cached_tokens=getattr(usage, "cached_tokens", 0),
+        counts = dict(prompt_tokens=getattr(usage, "prompt_tokens", 0),
+                      cached_tokens=getattr(usage, "cached_tokens", 0),
                       completion_tokens=getattr(usage, "completion_tokens", 0))
         ttft = getattr(timings, "ttft_s", None)
         total = getattr(timings, "total_s", None)

@@ -55,7 +55,8 @@ def constraint_from_pb(c: pb.Constraint, *, allow_compiled_id: bool = True) -> C
         return ConstraintRef()
     if kind == "compiled_id":
         if not allow_compiled_id:
-            raise invalid_constraint("constraint.compiled_id cannot be compiled again; send the json_schema, regex or choice")
+            raise invalid_constraint("constraint.compiled_id cannot be compiled again; send the json_schema, regex "
+                                     "or choice")
         if not c.compiled_id:
             raise invalid_constraint("constraint.compiled_id is empty")
         return ConstraintRef(compiled_id=c.compiled_id)

@@ -53,7 +53,8 @@ class FakeConfig:
 
 
 class FakeEngine:
-    def __init__(self, tokenizer, text: str = "the quick brown fox jumps over the lazy dog. " * 6, step_s: float = 0.0, max_model_len: int = 512):
+    def __init__(self, tokenizer, text: str = "the quick brown fox jumps over the lazy dog. " * 6, step_s: float = 0.0,
+                 max_model_len: int = 512):
         self.tokenizer = tokenizer
         self.config = FakeConfig()
         self.max_model_len = max_model_len
