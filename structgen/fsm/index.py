@@ -220,13 +220,16 @@ class TokenIndex:
             return
         self._check_deadline()
         trans = self.automaton.transitions(self._states[sid])
-        row = np.full(256, DEAD, dtype=np.int32)  # (256,)
-        for byte, nxt in trans.items():
-            row[byte] = self._number(nxt)
+        ids = self._ids
+        nexts = []
+        for nxt in trans.values():
+            n = ids.get(nxt)
+            nexts.append(self._number(nxt) if n is None else n)
         n = len(trans)
-        only = _NO_BYTES if n == 0 else (next(iter(trans)) if n == 1 else _MANY_BYTES)
-        self._table[sid] = row
-        self._only_byte[sid] = only
+        if n:
+            # NOTE: numbering above may have grown (replaced) the table: write into the current one.
+            self._table[sid, list(trans)] = nexts  # the rest of the row is DEAD since the row was allocated
+        self._only_byte[sid] = _NO_BYTES if n == 0 else (next(iter(trans)) if n == 1 else _MANY_BYTES)
         self._materialized[sid] = True
         self._version += 1
 
