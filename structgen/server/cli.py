@@ -61,7 +61,11 @@ async def _serve(args) -> int:
     cfg = server_config(args)
     engine = AsyncEngine.from_config(engine_config(args))
     server = Server(engine, cfg)
-    port = await server.start()
+    try:
+        port = await server.start()
+    except OSError as e:
+        print(f"structgen serve: {e}", file=sys.stderr)
+        return 1
     server.install_signal_handlers()
     print(f"structgen: listening on {cfg.host}:{port}"
           + (f", metrics on http://{cfg.metrics_host}:{server.metrics.http_port}/metrics"

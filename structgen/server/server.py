@@ -49,7 +49,6 @@ class Server:
     async def start(self) -> int:
         """Start the engine and listen; returns the bound port."""
         cfg = self.config
-        await self.engine.start()
         interceptors = [ApiKeyInterceptor(cfg.api_keys)] if cfg.api_keys else []
         self._grpc = grpc.aio.server(
             interceptors=interceptors,
@@ -65,9 +64,14 @@ class Server:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._grpc)
-        self.port = self._grpc.add_insecure_port(cfg.address)
+        try:
+            self.port = self._grpc.add_insecure_port(cfg.address)
+        except RuntimeError as e:  # grpc reports a failed bind as RuntimeError
+            raise OSError(f"could not bind {cfg.address}: {e}") from None
         if self.port == 0:
             raise OSError(f"could not bind {cfg.address}")
+        # NOTE: bind before starting the engine, so a taken port fails fast without loading anything more.
+        await self.engine.start()
         await self._grpc.start()
         if cfg.metrics_port is not None:
             self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)

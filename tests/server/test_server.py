@@ -185,3 +185,14 @@ def _async_value(fn):
     async def get():
         return fn()
     return get()
+
+
+def test_a_taken_port_fails_cleanly(serve_fake, tokenizer, fake_engine_cls):
+    from structgen.server.background import BackgroundServer
+    from structgen.server.config import ServerConfig
+
+    st = serve_fake(fake_engine_cls(tokenizer))
+    engine = fake_engine_cls(tokenizer)
+    with pytest.raises(OSError, match="could not bind"):
+        BackgroundServer(engine, ServerConfig(port=st.port)).start()
+    assert not engine.started  # nothing was loaded for a server that could not listen
