@@ -1,0 +1,141 @@
+"""Drafter: after each step, decides what each sequence feeds the next forward beyond its committed tokens.
+
+A draft is the forced run (structgen/engine/jump_forward.py) followed by prompt-lookup proposals
+(structgen/engine/speculative.py), cut where the constraint rejects them. The engine puts it in
+`seq.draft_tokens`; the runner verifies every position in the same forward that computes the KV, and the engine
+keeps the prefix the model agrees with plus the model's own next token.
+
+NOTE: every proposer here is deterministic (q = one-hot), so verifying by sampling each row independently and
+accepting while the sample equals the draft is exactly the speculative acceptance rule: greedy rows reproduce
+plain decoding token for token, sampled rows keep the constrained target distribution. Forced tokens are verified
+too: a forced run the model would have tokenized differently costs a rejected position, never a changed output.
+
+Counters: accepted forced tokens go to `seq.num_forced_tokens`, accepted proposals to `seq.num_draft_accepted`;
+every other output token was sampled.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+from .config import EngineConfig
+from .jump_forward import ForcedRunPlanner
+from .sequence import Sequence
+from .speculative import AdaptiveDraftLength, PromptLookup, constrain_draft
+
+# A forced run longer than this waits for the next step (keeps one sequence from hogging a step's token budget).
+MAX_FORCED_TOKENS = 16
+
+
+@dataclass
+class _DraftState:
+    lookup: PromptLookup | None
+    draft_length: AdaptiveDraftLength | None
+    num_forced: int = 0                  # leading tokens of the current draft that are a forced run
+    lookup_synced: int = 0               # tokens of seq.token_ids already in the lookup index
+    proposed: int = 0                    # lookup tokens proposed / accepted over the request (stats)
+    accepted: int = 0
+
+
+class Drafter:
+    """Per-engine drafting policy; per-sequence state lives in a weak map (nothing to clean up on finish)."""
+
+    def __init__(self, config: EngineConfig, tokenizer, *, cost_per_token: float = 0.1,
+                 max_forced_tokens: int = MAX_FORCED_TOKENS):
+        self.config = config
+        self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
+        self.planner = ForcedRunPlanner(tokenizer, max_tokens=max_forced_tokens) if config.forced_runs else None
+        self.max_forced_tokens = max_forced_tokens if config.forced_runs else 0
+        self.lookup_k = config.num_speculative_tokens
+        self.cost_per_token = cost_per_token
+        self._states: "weakref.WeakKeyDictionary[Sequence, _DraftState]" = weakref.WeakKeyDictionary()
+        # Engine-wide counters.
+        self.proposed_tokens = 0
+        self.accepted_lookup_tokens = 0
+        self.accepted_forced_tokens = 0
+        self.rejected_forced_tokens = 0
+
+    @property
+    def max_draft_tokens(self) -> int:
+        """Most draft tokens one sequence may carry into a step (the runner sizes its mask rows with it)."""
+        return self.max_forced_tokens + self.lookup_k
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.forced_runs or self.config.speculation != "off"
+
+    def _lookup_enabled(self, seq: Sequence) -> bool:
+        wanted = seq.request.speculation
+        if wanted is None:
+            return self.config.speculation == "prompt_lookup"
+        return bool(wanted) and self.config.speculation in ("off", "prompt_lookup")
+
+    def _state(self, seq: Sequence) -> _DraftState:
+        st = self._states.get(seq)
+        if st is None:
+            lookup = self._lookup_enabled(seq)
+            st = _DraftState(PromptLookup([]) if lookup else None,
+                             AdaptiveDraftLength(self.lookup_k, cost_per_token=self.cost_per_token) if lookup else None)
+            self._states[seq] = st
+        return st
+
+    def propose(self, seq: Sequence, max_model_len: int) -> None:
+        """Set `seq.draft_tokens` for the next step (cursor already advanced through every committed token)."""
+        seq.draft_tokens = []
+        if seq.is_finished or seq.request.speculation is False:
+            return
+        st = self._state(seq)
+        st.num_forced = 0
+        # Room: the accepted drafts plus the model's own next token must fit max_tokens and the context.
+        room = min(seq.sampling.max_tokens - seq.num_output_tokens, max_model_len - seq.num_tokens) - 1
+        if room <= 0:
+            return
+        draft: list[int] = []
+        if self.planner is not None and seq.cursor is not None:
+            run = self.planner.plan(seq.cursor, seq.output_token_ids)
+            draft = list(run.token_ids[:room])
+            st.num_forced = len(draft)
+        if st.lookup is not None and len(draft) < room:
+            if st.lookup_synced < seq.num_tokens:
+                st.lookup.extend(seq.token_ids[st.lookup_synced:])
+                st.lookup_synced = seq.num_tokens
+            k = min(st.draft_length.k(), room - len(draft))
+            if k > 0:
+                proposal = st.lookup.propose(k, suffix=draft)
+                if proposal and seq.cursor is not None:
+                    # Walk the forced part first (admitted by construction), then cut the proposal.
+                    for t in draft:
+                        if not seq.cursor.advance(t):
+                            raise RuntimeError("a forced run the constraint rejects")  # planner invariant
+                    try:
+                        proposal = proposal[:constrain_draft(seq.cursor, proposal, eos_token_ids=self.eos_token_ids)]
+                    finally:
+                        if draft:
+                            seq.cursor.rollback(len(draft))
+                elif proposal:
+                    proposal = proposal[:constrain_draft(None, proposal, eos_token_ids=self.eos_token_ids)]
+                draft += proposal
+        seq.draft_tokens = draft
+
+    def observe(self, seq: Sequence, num_drafts: int, accepted: int) -> None:
+        """Record a verification of the first `num_drafts` tokens of the draft: `accepted` of them were kept."""
+        if num_drafts <= 0:
+            return
+        st = self._state(seq)
+        forced = min(st.num_forced, num_drafts)
+        forced_ok = min(accepted, forced)
+        seq.num_forced_tokens += forced_ok
+        self.accepted_forced_tokens += forced_ok
+        self.rejected_forced_tokens += forced - forced_ok
+        lookup = num_drafts - forced
+        if lookup > 0 and accepted >= forced:
+            lookup_ok = accepted - forced
+            seq.num_draft_accepted += lookup_ok
+            st.proposed += lookup
+            st.accepted += lookup_ok
+            self.proposed_tokens += lookup
+            self.accepted_lookup_tokens += lookup_ok
+            if st.draft_length is not None:
+                st.draft_length.update(lookup, lookup_ok)
+        st.num_forced = 0
