@@ -82,4 +82,5 @@ def copy_row(dst, src: np.ndarray) -> None:
     else:
         import torch
 
-        dst.copy_(torch.from_numpy(src), non_blocking=False)
+        # NOTE: masks are read-only arrays and torch.from_numpy warns on those: hand it a writable copy.
+        dst.copy_(torch.from_numpy(np.array(src, dtype=DTYPE)), non_blocking=False)
