@@ -266,7 +266,7 @@ class AdaptiveDraftLength:
         initial_rate: the acceptance rate assumed before any evidence.
     """
 
-    def __init__(self, k_max: int, *, cost_per_token: float = 0.1, decay: float = 0.7, initial_rate: float = 0.5):
+    def __init__(self, k_max: int, *, cost_per_token: float = 0.1, decay: float = 0.7, initial_rate: float = 0.7):
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         if cost_per_token < 0:

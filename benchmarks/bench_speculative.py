@@ -1,0 +1,212 @@
+"""Issue 6's measurement: baseline vs forced runs vs forced runs + prompt lookup, same model, same prompts, one run.
+
+    .venv/bin/python benchmarks/bench_speculative.py [--extraction 12] [--schemas 6] [--concurrency 1,8]
+        [--max-tokens 160] [--threads 1] [--configs base,forced,forced+lookup] [--device cpu]
+
+Datasets: the extraction dev set (../shared/data/extraction/dev, or STRUCTGEN_DATA_DIR) and the ready schemas
+with their example documents (schemas/, schemas/examples/). Each request is greedy, JSON-Schema constrained, behind
+one shared instruction. Per dataset and concurrency the configurations run back to back (same warm model), with
+`c` requests kept in flight (closed loop).
+
+Columns: forwards per output token counts, per request, the forwards it took part in (prefill chunks included)
+divided by its output tokens; tok/s is output tokens over wall time; latency is per request, submit to finish.
+Every output is validated with jsonschema, and greedy outputs are compared token for token with the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STRUCTGEN_DATA_DIR") or ROOT / ".." / "shared" / "data")
+INSTRUCTION = (
+    "You are a careful data-extraction assistant. Read the user's text and fill in the JSON object described by "
+    "the JSON Schema. Copy values from the text exactly when they appear there; use the formats the schema's "
+    "descriptions ask for. Answer with one JSON object and nothing else."
+)
+CONFIGS = {
+    "base": {},
+    "forced": {"forced_runs": True},
+    "forced+lookup": {"forced_runs": True, "speculation": "prompt_lookup"},
+}
+
+
+def extraction_cases(n: int) -> list[tuple[str, dict, str]]:
+    folder = DATA / "extraction" / "dev"
+    if not folder.is_dir():
+        print(f"(extraction dev set not found at {folder}; set STRUCTGEN_DATA_DIR)", file=sys.stderr)
+        return []
+    out = []
+    for f in sorted(folder.glob("*.json"))[:n]:
+        d = json.loads(f.read_text())
+        out.append((f.stem, d["schema"], f"Schema: {json.dumps(d['schema'])}\n\nRequest: {d['text']}"))
+    return out
+
+
+def schema_cases(n: int) -> list[tuple[str, dict, str]]:
+    out = []
+    for f in sorted((ROOT / "schemas").glob("*.json"))[:n]:
+        doc = ROOT / "schemas" / "examples" / (f.stem + ".txt")
+        if not doc.is_file():
+            continue
+        schema = json.loads(f.read_text())
+        out.append((f.stem, schema, f"Schema: {json.dumps(schema)}\n\nDocument:\n{doc.read_text()}"))
+    return out
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    i = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
+    return xs[i]
+
+
+def run_closed_loop(engine, requests, concurrency: int) -> dict:
+    """Keep `concurrency` requests in flight until all finish. Returns per-request results and totals."""
+    forwards: dict[str, int] = {}
+    real_run = engine.runner.run
+
+    def counting_run(scheduled):
+        for sc in scheduled:
+            forwards[sc.seq.request_id] = forwards.get(sc.seq.request_id, 0) + 1
+        return real_run(scheduled)
+
+    engine.runner.run = counting_run
+    try:
+        pending = list(requests)
+        submitted: dict[str, float] = {}
+        done: dict[str, dict] = {}
+        tokens: dict[str, list[int]] = {}
+        t0 = time.perf_counter()
+        steps0 = engine.stats().steps
+        while pending or len(done) < len(requests):
+            while pending and len(submitted) - len(done) < concurrency:
+                r = pending.pop(0)
+                submitted[r.request_id] = time.perf_counter()
+                engine.add_request(r)
+            if not engine.has_work():
+                time.sleep(0.001)
+                continue
+            for o in engine.step():
+                tokens.setdefault(o.request_id, []).extend(o.token_ids)
+                if o.finished:
+                    done[o.request_id] = {"latency": time.perf_counter() - submitted[o.request_id], "out": o}
+        wall = time.perf_counter() - t0
+        steps = engine.stats().steps - steps0
+    finally:
+        engine.runner.run = real_run
+    for rid, d in done.items():
+        d["tokens"] = tokens.get(rid, [])
+        d["forwards"] = forwards.get(rid, 0)
+    return {"done": done, "wall": wall, "steps": steps}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--extraction", type=int, default=12, help="extraction dev requests (0 = skip)")
+    ap.add_argument("--schemas", type=int, default=6, help="schemas/ examples (0 = skip)")
+    ap.add_argument("--concurrency", default="1,8")
+    ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on cpu (0 = torch's default)")
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--lookup-k", type=int, default=8, help="EngineConfig.num_speculative_tokens")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from structgen.engine.config import EngineConfig
+    from structgen.engine.engine import LLMEngine, load_tokenizer
+    from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
+    from structgen.engine.weights import load_model
+
+    if args.threads and args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in configs:
+        if c not in CONFIGS:
+            ap.error(f"unknown config {c!r}; choose from {list(CONFIGS)}")
+    levels = [int(x) for x in args.concurrency.split(",")]
+    tok = load_tokenizer(args.model)
+    dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
+    model = load_model(args.model, args.device, dtype)
+    datasets = [("extraction", extraction_cases(args.extraction)), ("schemas/", schema_cases(args.schemas))]
+    datasets = [(n, cases) for n, cases in datasets if cases]
+
+    def prompt_ids(text: str) -> list[int]:
+        return tok.encode(tok.apply_chat_template([{"role": "system", "content": INSTRUCTION},
+                                                   {"role": "user", "content": text}]))
+
+    engines = {c: LLMEngine(EngineConfig(model=args.model, device=args.device, kv_cache_bytes=256 << 20,
+                                         num_speculative_tokens=args.lookup_k, **CONFIGS[c]), model, tok)
+               for c in configs}
+    # Warm up every engine (first-call allocations, compile caches) outside the timed runs.
+    warm = datasets[0][1][0]
+    for c, eng in engines.items():
+        eng.generate([GenerateRequest(f"warm-{c}", prompt_ids(warm[2]), SamplingParams(max_tokens=8),
+                                      ConstraintSpec("json_schema", warm[1]))])
+
+    print(f"# bench_speculative: device={args.device} threads={torch.get_num_threads()} "
+          f"max_tokens={args.max_tokens} lookup_k={args.lookup_k} model={args.model}")
+    header = ("| dataset | conc | config | reqs | out tok | fwd/out tok | tok/s | p50 s | p95 s | forced % | "
+              "draft-acc % | tok/s vs base | p50 vs base | valid | same as base |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    rows = []
+    for dname, cases in datasets:
+        prompts = [(cid, schema, prompt_ids(text)) for cid, schema, text in cases]
+        for conc in levels:
+            base_stats = None
+            base_tokens = None
+            for c in configs:
+                eng = engines[c]
+                reqs = [GenerateRequest(f"{dname}-{cid}-{c}-{conc}", p, SamplingParams(max_tokens=args.max_tokens),
+                                        ConstraintSpec("json_schema", schema)) for cid, schema, p in prompts]
+                res = run_closed_loop(eng, reqs, conc)
+                done = [res["done"][r.request_id] for r in reqs]
+                out_tok = sum(len(d["tokens"]) for d in done)
+                fwd = sum(d["forwards"] for d in done)
+                lat = [d["latency"] for d in done]
+                forced = sum(d["out"].usage.forced_tokens for d in done)
+                drafted = sum(d["out"].usage.draft_accepted_tokens for d in done)
+                valid = 0  # finished with "stop" and valid under the schema
+                for (cid, schema, _), d in zip(prompts, done):
+                    if d["out"].finish_reason != "stop":
+                        continue
+                    try:
+                        jsonschema.Draft202012Validator(schema).validate(json.loads(d["out"].text))
+                        valid += 1
+                    except (jsonschema.ValidationError, json.JSONDecodeError):
+                        pass
+                toks = [d["tokens"] for d in done]
+                tps = out_tok / res["wall"]
+                p50, p95 = statistics.median(lat), percentile(lat, 0.95)
+                if base_stats is None:
+                    base_stats, base_tokens = (tps, p50), toks
+                same = sum(a == b for a, b in zip(toks, base_tokens))
+                row = dict(dataset=dname, concurrency=conc, config=c, requests=len(reqs), out_tokens=out_tok,
+                           forwards_per_token=fwd / max(out_tok, 1), tokens_per_s=tps, p50_s=p50, p95_s=p95,
+                           forced_pct=100 * forced / max(out_tok, 1), draft_pct=100 * drafted / max(out_tok, 1),
+                           speedup=tps / base_stats[0], p50_ratio=p50 / base_stats[1], valid=valid, same=same)
+                rows.append(row)
+                print(f"| {dname} | {conc} | {c} | {len(reqs)} | {out_tok} | {row['forwards_per_token']:.3f} | "
+                      f"{tps:.1f} | {p50:.2f} | {p95:.2f} | {row['forced_pct']:.0f} | {row['draft_pct']:.0f} | "
+                      f"{row['speedup']:.2f}x | {row['p50_ratio']:.2f} | {valid}/{len(reqs)} | "
+                      f"{same}/{len(reqs)} |", flush=True)
+    for eng in engines.values():
+        eng.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
