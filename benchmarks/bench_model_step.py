@@ -29,16 +29,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def random_hf_tensors(config_dict: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """HF-named random weights for a config (speed does not depend on the values)."""
+def random_hf_tensors(config_dict: dict, seed: int = 0, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """HF-named random weights for a config (speed does not depend on the values), made on `device`."""
     cfg = ModelConfig.from_dict(config_dict)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     h, i = cfg.hidden_size, cfg.intermediate_size
 
     def r(*shape):
-        return torch.randn(*shape, generator=g) * 0.02
+        return (torch.randn(*shape, generator=g, device=device, dtype=dtype) * 0.02)
 
-    t = {"model.embed_tokens.weight": r(cfg.vocab_size, h), "model.norm.weight": torch.ones(h)}
+    def ones(n):
+        return torch.ones(n, device=device, dtype=dtype)
+
+    t = {"model.embed_tokens.weight": r(cfg.vocab_size, h), "model.norm.weight": ones(h)}
     if not cfg.tie_word_embeddings:
         t["lm_head.weight"] = r(cfg.vocab_size, h)
     for n in range(cfg.num_layers):
@@ -54,8 +58,8 @@ def random_hf_tensors(config_dict: dict, seed: int = 0) -> dict[str, torch.Tenso
         t[p + "mlp.gate_proj.weight"] = r(i, h)
         t[p + "mlp.up_proj.weight"] = r(i, h)
         t[p + "mlp.down_proj.weight"] = r(h, i)
-        t[p + "input_layernorm.weight"] = torch.ones(h)
-        t[p + "post_attention_layernorm.weight"] = torch.ones(h)
+        t[p + "input_layernorm.weight"] = ones(h)
+        t[p + "post_attention_layernorm.weight"] = ones(h)
     return t
 
 
@@ -122,16 +126,18 @@ def main(argv=None) -> int:
     hf = None
     if args.random_weights:
         cfg_dict = json.loads(Path(args.random_weights).read_text())
-        tensors = random_hf_tensors(cfg_dict)
+        tensors = random_hf_tensors(cfg_dict, device=device, dtype=dtype)
         ours = build_model(ModelConfig.from_dict(cfg_dict), tensors, device, dtype,
                            max_positions=args.context + args.steps + 16)
         if not args.no_hf:
             from transformers import AutoConfig, AutoModelForCausalLM
 
             hf_cfg = AutoConfig.for_model(**cfg_dict)
-            hf = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
+            with torch.device(device):  # random init on the device: minutes on the host at 1-2 B parameters
+                hf = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
             hf.load_state_dict(tensors, strict=False)
-            hf = hf.to(device).eval()
+            hf = hf.eval()
+        del tensors
         name = f"random weights, {Path(args.random_weights).name}"
     else:
         ours = load_model(args.model, device, dtype)

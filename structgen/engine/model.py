@@ -29,10 +29,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", freqs.cos(), persistent=False)  # (P, D/2)
         self.register_buffer("sin", freqs.sin(), persistent=False)  # (P, D/2)
 
-    def table(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin for the given positions: each (T, 1, D/2), in `dtype`."""
-        if positions.numel() and int(positions.max()) >= self.cos.shape[0]:
-            raise ValueError(f"position {int(positions.max())} is beyond the model's maximum {self.cos.shape[0] - 1}")
+    def table(self, positions: torch.Tensor, dtype: torch.dtype,
+              max_position: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for the given positions: each (T, 1, D/2), in `dtype`. Pass `max_position` when the caller
+        knows it on the host, to spare a device sync."""
+        if max_position is None and positions.numel():
+            max_position = int(positions.max())
+        if max_position is not None and max_position >= self.cos.shape[0]:
+            raise ValueError(f"position {max_position} is beyond the model's maximum {self.cos.shape[0] - 1}")
         return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
 
 
@@ -123,7 +127,10 @@ class LlamaModel(nn.Module):
         backend = self.attention_backend
         plan = plan_attention(batch.query_lens, batch.context_lens, batch.block_tables, kv.block_size,
                               self.config.group_size, self.dtype, build_groups=backend == "torch")
-        cos, sin = self.rotary.table(batch.positions, self.dtype)
+        # positions are normally context + arange(query); a caller may pass others, so check on the device off CUDA
+        host_max = None if self.device.type == "cpu" else max(c + q for c, q in zip(batch.context_lens,
+                                                                                    batch.query_lens)) - 1
+        cos, sin = self.rotary.table(batch.positions, self.dtype, host_max)
         x = F.embedding(batch.input_ids, self.embed_weight)  # (T, hidden)
         for layer in self.layers:
             x = layer(x, cos, sin, batch, kv, plan, backend)

@@ -74,6 +74,10 @@ def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.T
     return apply_token_bitmask_reference(logits, bitmask)
 
 
+# The name the engine's runner looks up.
+apply_token_bitmask_inplace = apply_token_bitmask_
+
+
 @functools.lru_cache(maxsize=1)
 def _triton_available() -> bool:
     try:

@@ -127,5 +127,5 @@ def test_triton_kernel_matches_reference_on_cuda(dtype):
     want = paged_attention(q.float(), kc.float(), vc.float(),
                            plan_attention(query_lens, context_lens, bt, BLOCK, GROUP, torch.float32),
                            D ** -0.5, backend="torch")
-    tol = 2e-2 if dtype == torch.bfloat16 else 1e-3  # TF32 dots in fp32
+    tol = 2e-2 if dtype == torch.bfloat16 else 5e-3  # tl.dot uses TF32 for fp32 inputs
     torch.testing.assert_close(got, want, atol=tol, rtol=tol)
