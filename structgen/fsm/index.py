@@ -11,6 +11,7 @@ published (a row is written before its `_materialized` flag, a mask before it en
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Hashable
@@ -28,6 +29,7 @@ _MANY_BYTES = -1  # several bytes continue
 _NO_BYTES = -2  # nothing continues (only EOS, the state is final)
 # A forced run longer than this is cut (the rest is offered again from where it stopped).
 MAX_FORCED_BYTES = 4096
+_NO_DEADLINE = float("inf")
 # State numbers are packed as (state << 8 | byte) into int32 when walking the table.
 MAX_STATES_LIMIT = (1 << 23) - 1
 
@@ -65,7 +67,7 @@ class TokenIndex:
         self._only_byte = np.full(cap, _MANY_BYTES, dtype=np.int16)  # (cap,) see _MANY_BYTES / _NO_BYTES
         self._masks: dict[int, np.ndarray] = {}  # state -> (num_words,) int32, read-only
         self._version = 0  # bumped on every growth; the disk cache saves when it moved
-        self._deadline = float("inf")
+        self._deadline = _NO_DEADLINE
         with self._lock:
             self._number(automaton.initial())
 
@@ -108,14 +110,7 @@ class TokenIndex:
         data = self.vocab.token_bytes[token_id]
         if not data:
             return DEAD  # special / added / EOS / unused ids
-        s = state
-        for byte in data:
-            if not self._materialized[s]:
-                self._ensure_materialized(s)
-            s = int(self._table[s, byte])
-            if s < 0:
-                return DEAD
-        return s
+        return self.walk_bytes(state, data)
 
     def walk_bytes(self, state: int, data: bytes) -> int:
         """The state after reading raw `data` from `state` (DEAD if it leaves the language)."""
@@ -145,39 +140,32 @@ class TokenIndex:
 
     def build_initial(self, deadline: float) -> None:
         """Build the initial state's mask within `deadline` (time.monotonic()): what "compile" means."""
+        with self._growing(deadline):
+            self._build_mask(self.initial)
+
+    @contextlib.contextmanager
+    def _growing(self, deadline: float | None = None):
+        """Hold the lock for a growth step. The outermost holder sets the time budget (`timeout_s` from now,
+        or `deadline`); nested steps (a mask build materializing states) share it."""
         with self._lock:
-            self._deadline = deadline
+            outer = self._deadline == _NO_DEADLINE
+            if outer:
+                self._deadline = deadline if deadline is not None else time.monotonic() + self.timeout_s
             try:
-                self._build_mask(self.initial)
+                yield
             finally:
-                self._deadline = float("inf")
+                if outer:
+                    self._deadline = _NO_DEADLINE
 
     def _ensure_materialized(self, state: int) -> None:
         if self._materialized[state]:
             return
-        with self._lock:
-            if self._deadline == float("inf"):
-                self._deadline = time.monotonic() + self.timeout_s
-                try:
-                    self._materialize(state)
-                finally:
-                    self._deadline = float("inf")
-            else:
-                self._materialize(state)
+        with self._growing():
+            self._materialize(state)
 
     def _build_mask_locked(self, state: int) -> np.ndarray:
-        with self._lock:
-            m = self._masks.get(state)
-            if m is not None:
-                return m
-            outer = self._deadline == float("inf")
-            if outer:
-                self._deadline = time.monotonic() + self.timeout_s
-            try:
-                return self._build_mask(state)
-            finally:
-                if outer:
-                    self._deadline = float("inf")
+        with self._growing():
+            return self._build_mask(state)
 
     def _check_deadline(self) -> None:
         if time.monotonic() > self._deadline:
@@ -340,5 +328,5 @@ class TokenIndex:
                 raise ValueError("snapshot mask has the wrong shape")
             m.flags.writeable = False
         self._version = int(snap["version"])
-        self._deadline = float("inf")
+        self._deadline = _NO_DEADLINE
         return self
