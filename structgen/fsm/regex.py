@@ -2,7 +2,7 @@
 
 Supported regex syntax (what interegular parses, checked against Python's `re`): literals and escapes
 (`\\.`, `\\n`, `\\t`, `\\uXXXX`, ...), character classes `[a-z]` / `[^...]`, the shorthands `\\d \\w \\s`
-(ASCII meaning; `\\D \\W \\S` and negated classes that contain a shorthand only match ASCII outside the class,
+(ASCII meaning; `\\D \\W \\S` and negated classes that contain a shorthand match only printable ASCII outside the class,
 so we never accept a character Python's Unicode-aware `re` would reject), `.` (anything but newline),
 groups `(...)` / `(?:...)`, alternation `|`, quantifiers `* + ? {m} {m,} {m,n}` (lazy forms too), and
 `(?i)`. Not supported (InvalidRegexError): backreferences, lookaround, `\\b`, unicode properties, and
@@ -104,6 +104,28 @@ def _syntax_scan(pattern: str) -> tuple[bool, int | None]:
     return negated_shorthand, None
 
 
+def _expand_unicode_escapes(pattern: str) -> str:
+    """`\\uXXXX` / `\\UXXXXXXXX` (Python re syntax interegular lacks) -> the escaped character itself."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            e = pattern[i + 1]
+            width = 4 if e == "u" else 8 if e == "U" else 0
+            digits = pattern[i + 2:i + 2 + width]
+            if width and len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits):
+                ch = chr(int(digits, 16))
+                out.append(re.escape(ch) if not ch.isalnum() else ch)
+                i += 2 + width
+                continue
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def strip_anchors(pattern: str) -> tuple[str, bool, bool]:
     """Remove one leading `^` and one trailing (unescaped) `$`: (body, anchored_start, anchored_end)."""
     start = pattern.startswith("^")
@@ -137,6 +159,7 @@ def parse_char_fsm(pattern: str, *, search: bool = False):
     if anchor_pos is not None:
         raise InvalidRegexError(pattern, anchor_pos + (1 if start else 0),
                                 "anchors are supported only at the very start and end")
+    body = _expand_unicode_escapes(body)
     if search:
         body = ("" if start else r"[\s\S]*") + f"(?:{body})" + ("" if end else r"[\s\S]*")
     try:

@@ -63,7 +63,8 @@ class Compiler:
 
     # --------------------------------------------------------------------------------- entry points
     def compile(self) -> Node:
-        node = self.schema(self.doc.root, (), {})
+        # NOTE: counts[target] = times the target is already on the current path; the root is on it from the start.
+        node = self.schema(self.doc.root, (), {(): 1})
         if node is NEVER:
             raise InvalidSchemaError("the schema admits no value that can be generated")
         return node
@@ -93,7 +94,7 @@ class Compiler:
         if hit is not None:
             return hit
         c = counts.get(target, 0)
-        if c >= self.max_depth + 1:
+        if c > self.max_depth:  # c re-entries already: the recursive branch is not offered
             return NEVER
         node = self.schema(self.doc.get(target), target, {**counts, target: c + 1})
         self._memo[key] = node
@@ -115,7 +116,7 @@ class Compiler:
         if "$ref" in s:
             target = self.doc.resolve(s.pop("$ref"), at)
             c = counts.get(target, 0)
-            if c >= self.max_depth + 1:
+            if c > self.max_depth:
                 return False, counts
             t, counts = self.flatten(self.doc.get(target), target, {**counts, target: c + 1}, depth + 1)
             if t is False:

@@ -1,0 +1,76 @@
+"""Helpers for the constraint-language tests: byte-level acceptance, random walks, the shared test data.
+
+Imported as a plain module (`from automaton_helpers import ...`), like token_fakes.py."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+
+
+def accepts(automaton, text: str | bytes) -> bool:
+    """Walk the UTF-8 bytes of `text` through `transitions`; True iff every byte is taken and the end
+    state is final."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    state = automaton.initial()
+    for b in data:
+        state = automaton.transitions(state).get(b)
+        if state is None:
+            return False
+    return automaton.is_final(state)
+
+
+def shortest_completion(automaton, state, *, max_visited: int = 200_000) -> bytes:
+    """A short byte string leading from `state` to a final state (breadth-first search; from states with
+    ASCII moves only those are followed, which keeps the search away from the many partial-UTF-8 states)."""
+    from collections import deque
+
+    parents = {state: None}
+    todo = deque([state])
+    while todo:
+        s = todo.popleft()
+        if automaton.is_final(s):
+            path = bytearray()
+            while parents[s] is not None:
+                s, b = parents[s]
+                path.append(b)
+            return bytes(reversed(path))
+        trans = automaton.transitions(s)
+        ascii_moves = [(b, t) for b, t in trans.items() if b < 0x80]
+        for b, t in sorted(ascii_moves or trans.items()):
+            if t not in parents:
+                parents[t] = (s, b)
+                todo.append(t)
+        if len(parents) > max_visited:
+            break
+    raise AssertionError("no final state reachable (an unproductive state)")
+
+
+def random_walk(automaton, rng: random.Random, *, max_bytes: int = 400, stop_bias: float = 0.3) -> bytes:
+    """A random byte path from the initial state to a final state: uniform random bytes, stopping in a
+    final state with probability `stop_bias`; past `max_bytes` it finishes along a shortest completion.
+    Asserts on the way that no reached state is a dead end."""
+    state = automaton.initial()
+    out = bytearray()
+    while True:
+        trans = automaton.transitions(state)
+        final = automaton.is_final(state)
+        if final and (not trans or rng.random() < stop_bias):
+            return bytes(out)
+        if not trans:
+            raise AssertionError(f"dead non-final state after {bytes(out)!r}")
+        if len(out) >= max_bytes:
+            return bytes(out) + shortest_completion(automaton, state)
+        b = rng.choice(sorted(trans))
+        out.append(b)
+        state = trans[b]
+
+
+def data_dir() -> Path:
+    """The shared test data (../shared/data from the repo root), overridable by STRUCTGEN_DATA_DIR."""
+    env = os.environ.get("STRUCTGEN_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
