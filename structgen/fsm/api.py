@@ -21,7 +21,7 @@ from .. import settings
 from ..errors import ConstraintError, ConstraintTooComplexError, InvalidSchemaError
 from . import bitmask
 from .automaton import ByteAutomaton, LiteralSetAutomaton
-from .cache import default_cache, make_key
+from .cache import MEMORY, default_cache, make_key
 from .cursor import Cursor
 from .index import DEAD, MAX_STATES_LIMIT, TokenIndex
 from .vocab import Vocabulary
@@ -242,6 +242,20 @@ def _resolve_tokenizer(tokenizer):
     return tokenizer
 
 
+_KEYS_MEMO_SIZE = 1024
+_KEYS_BY_TEXT: dict[tuple, str] = {}  # (kind, text, options, fingerprint) -> cache key; oldest dropped first
+_KEYS_LOCK = threading.Lock()
+
+
+def _text_memo_key(kind: str, value: Any, options: dict, fingerprint: str) -> tuple | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return (kind, value, json.dumps(options, sort_keys=True), fingerprint)
+    except TypeError:
+        return None  # odd options: the slow path reports them
+
+
 def _max_states() -> int:
     return min(settings.get("STRUCTGEN_MAX_STATES"), MAX_STATES_LIMIT)
 
@@ -249,8 +263,21 @@ def _max_states() -> int:
 def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tuple[CompiledConstraint, str]:
     """Like compile_constraint, plus where the result came from: "memory", "disk" or "miss"."""
     tokenizer = _resolve_tokenizer(tokenizer)
+    # Fast path for repeats of the same constraint text (a server gets the schema as JSON text with every
+    # request): skip parsing and canonicalizing a large schema again when its compiled form is in memory.
+    text_memo = _text_memo_key(kind, value, options, tokenizer.fingerprint)
+    if text_memo is not None:
+        key = _KEYS_BY_TEXT.get(text_memo)
+        hit = default_cache().lookup_memory(key) if key is not None else None
+        if hit is not None:
+            return hit, MEMORY
     canonical, keyed_options, build_automaton = _automaton_builder(kind, value, options)
     key = make_key(kind, canonical, keyed_options, tokenizer.fingerprint)
+    if text_memo is not None:
+        with _KEYS_LOCK:
+            _KEYS_BY_TEXT[text_memo] = key
+            while len(_KEYS_BY_TEXT) > _KEYS_MEMO_SIZE:
+                _KEYS_BY_TEXT.pop(next(iter(_KEYS_BY_TEXT)))
 
     def build() -> CompiledConstraint:
         timeout = settings.get("STRUCTGEN_COMPILE_TIMEOUT_S")

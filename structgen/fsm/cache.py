@@ -84,11 +84,11 @@ class CompileCache:
         object from a disk payload (any exception = unusable file). Concurrent callers of one key wait for a
         single compile.
         """
-        hit = self._memory_get(key)
+        hit = self.lookup_memory(key)
         if hit is not None:
             return hit, MEMORY
         with self._key_lock(key):
-            hit = self._memory_get(key)
+            hit = self.lookup_memory(key)
             if hit is not None:
                 return hit, MEMORY
             obj = self._disk_get(key, restore)
@@ -105,7 +105,8 @@ class CompileCache:
             self.save(obj)
             return obj, MISS
 
-    def _memory_get(self, key: str):
+    def lookup_memory(self, key: str):
+        """The in-memory entry for `key` (marked recently used), None if absent; a cached failure is raised."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

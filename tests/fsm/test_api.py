@@ -113,7 +113,11 @@ def test_extra_properties_option_follows_the_spec(tok):
 
 
 def test_schema_as_json_text_is_the_same_constraint(tok):
-    assert structgen.compile_json_schema(json.dumps(PERSON), tok) is structgen.compile_json_schema(PERSON, tok)
+    text = json.dumps(PERSON)
+    c = structgen.compile_json_schema(text, tok)
+    assert c is structgen.compile_json_schema(PERSON, tok)
+    assert api.compile_with_status("json_schema", text, tok, extra_properties=False) == (c, "memory")
+    assert structgen.compile_json_schema(text, tok, extra_properties=True) is not c
 
 
 CLOSERS = set(b'"{}[],:0123456789')
