@@ -227,8 +227,10 @@ def render_markdown(runs: list[EngineRun], header: dict) -> str:
                      "timeout", "error", "TTFM p50 ms", "TTFM p90 ms", "TBM avg µs", "TBM p99 µs"]
     parts = ["## Mask benchmark", header_markdown(header), "",
              "TTFM: compile + first mask, over schemas that compiled in time. TBM: one mask fill, over every "
-             "token of every instance walk. Ratios: engine / structgen (lower is faster).", "",
-             markdown_table(headers, lines), *(["", *notes] if notes else []), "", "### Per split", "", markdown_table(split_headers, split_rows)]
+             "token of every instance walk of the schemas that finished (a timed-out schema's masks go with its "
+             "worker). Ratios: engine / structgen (lower is faster).", "",
+             markdown_table(headers, lines), *(["", *notes] if notes else []),
+             "", "### Per split", "", markdown_table(split_headers, split_rows)]
     return "\n".join(parts) + "\n"
 
 

@@ -59,7 +59,8 @@ def fmt(value: float | int | None, unit_scale: float = 1.0, digits: int = 3) -> 
 
 
 def fmt_ratio(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}x"
+    """3 significant figures: 0.00123x stays readable where 2 decimals would print 0.00x."""
+    return "-" if value is None or math.isnan(value) else fmt(value) + "x"
 
 
 def fmt_pct(part: int, whole: int) -> str:

@@ -30,5 +30,6 @@ def test_cells_and_ratios():
     assert stats.fmt(math.nan) == "-" and stats.fmt(None) == "-"
     assert stats.fmt(7) == "7"
     assert stats.fmt_ratio(stats.ratio(3.0, 1.5)) == "2.00x"
+    assert stats.fmt_ratio(stats.ratio(1.0, 800.0)) == "0.00125x"
     assert stats.fmt_ratio(stats.ratio(3.0, 0.0)) == "-"
     assert stats.fmt_pct(1, 3) == "33.3%" and stats.fmt_pct(0, 0) == "-"
