@@ -20,9 +20,9 @@ import weakref
 from dataclasses import dataclass
 
 from .config import EngineConfig
-from .jump_forward import ForcedRunPlanner
+from .jump_forward import ForcedRunPlanner, vocabulary_bytes
 from .sequence import Sequence
-from .speculative import AdaptiveDraftLength, PromptLookup, constrain_draft
+from .speculative import AdaptiveDraftLength, PromptLookup, constrain_draft, space_aliases
 
 # A forced run longer than this waits for the next step (keeps one sequence from hogging a step's token budget).
 MAX_FORCED_TOKENS = 16
@@ -46,6 +46,8 @@ class Drafter:
         self.config = config
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
         self.planner = ForcedRunPlanner(tokenizer, max_tokens=max_forced_tokens) if config.forced_runs else None
+        self._tokenizer = tokenizer
+        self._aliases: dict[int, int] | None = None   # built on the first request that looks up
         self.max_forced_tokens = max_forced_tokens if config.forced_runs else 0
         self.lookup_k = config.num_speculative_tokens
         self.cost_per_token = cost_per_token
@@ -75,7 +77,9 @@ class Drafter:
         st = self._states.get(seq)
         if st is None:
             lookup = self._lookup_enabled(seq)
-            st = _DraftState(PromptLookup([]) if lookup else None,
+            if lookup and self._aliases is None:
+                self._aliases = space_aliases(vocabulary_bytes(self._tokenizer).tokens)
+            st = _DraftState(PromptLookup([], aliases=self._aliases) if lookup else None,
                              AdaptiveDraftLength(self.lookup_k, cost_per_token=self.cost_per_token) if lookup else None)
             self._states[seq] = st
         return st

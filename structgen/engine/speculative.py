@@ -19,7 +19,7 @@ The draft-model proposer lives in structgen/engine/draft_model.py (it needs the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import torch
 
@@ -103,15 +103,20 @@ class PromptLookup:
     """N-gram index over one request's tokens (prompt, then output as it is committed).
 
     `propose(k)` matches the last n tokens (n from max_ngram down to min_ngram) against every earlier position
-    and returns up to k tokens that followed the latest match. Indexing is incremental: `extend` costs O(new
+    and returns up to k tokens that followed the latest match; failing that, the last token's alias (its
+    leading-space twin) as a 1-gram. Indexing is incremental: `extend` costs O(new
     tokens x ngram sizes), `propose` is a few dict lookups.
     """
 
-    def __init__(self, context: Sequence[int], *, min_ngram: int = 1, max_ngram: int = 3):
+    def __init__(self, context: Sequence[int], *, min_ngram: int = 1, max_ngram: int = 3,
+                 aliases: Mapping[int, int] | None = None):
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
         self.min_ngram = min_ngram
         self.max_ngram = max_ngram
+        # Last-token fallback (see `space_aliases`): a value copied into JSON starts without the space it had in
+        # the text (`"New` after `":"`, ` New` in the document), so its token id never matches the document's.
+        self.aliases = aliases if min_ngram == 1 else None
         self.tokens: list[int] = []
         # n -> {ngram: end}, where tokens[end - n:end] == ngram and end < len(tokens) (something followed it).
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(min_ngram, max_ngram + 1)}
@@ -140,7 +145,24 @@ class PromptLookup:
             end = self._index[n].get(tuple(tail[-n:]))
             if end is not None:
                 return self.tokens[end:end + k]
+        if self.aliases and tail:
+            alias = self.aliases.get(tail[-1])
+            end = None if alias is None else self._index[1].get((alias,))
+            if end is not None:
+                return self.tokens[end:end + k]
         return []
+
+
+def space_aliases(token_bytes: Sequence[bytes]) -> dict[int, int]:
+    """token id -> id of the same text with one leading space, for every token that has such a twin."""
+    by_bytes = {b: i for i, b in enumerate(token_bytes) if b}
+    out = {}
+    for i, b in enumerate(token_bytes):
+        if b and not b.startswith(b" "):
+            twin = by_bytes.get(b" " + b)
+            if twin is not None:
+                out[i] = twin
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

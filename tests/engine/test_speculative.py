@@ -16,7 +16,7 @@ import torch
 import structgen
 from structgen.engine.speculative import (
     AdaptiveDraftLength, Draft, PromptLookup, allowed_from_bitmask, constrain_draft, greedy_verify, mask_logits,
-    sample_verify, target_probs,
+    sample_verify, space_aliases, target_probs,
 )
 from structgen.fsm import bitmask
 
@@ -81,6 +81,21 @@ def test_prompt_lookup_uses_the_uncommitted_suffix_and_never_matches_itself():
     assert pl.propose(2) == []  # 13 only occurs as the trailing token
     assert pl.propose(2, suffix=[11]) == [12, 13]
     assert pl.propose(5, suffix=[10, 11]) == [12, 13]
+
+
+def test_prompt_lookup_falls_back_to_the_leading_space_twin(tok):
+    from structgen.engine.jump_forward import vocabulary_bytes
+
+    aliases = space_aliases(vocabulary_bytes(tok).tokens)
+    new, space_new = tok.encode("New")[0], tok.encode(" New")[0]
+    assert aliases[new] == space_new and space_new not in aliases
+    doc = tok.encode("departing from New York on Friday")
+    value = tok.encode('{"city":"New')
+    assert value[-1] == new
+    plain = PromptLookup(doc + value, max_ngram=3)
+    assert plain.propose(2) == []
+    twin = PromptLookup(doc + value, max_ngram=3, aliases=aliases)
+    assert tok.decode(twin.propose(2)) == " York on"
 
 
 def test_prompt_lookup_incremental_equals_fresh():
