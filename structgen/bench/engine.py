@@ -185,7 +185,10 @@ def run_hf(model, hf_tok, lltok, cases: list[Case], system: str, *, constrained:
         kwargs["min_new_tokens"] = max_tokens     # ignore EOS: the same work as our unconstrained run
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+        out = model.generate(input_ids=batch["input_ids"].to(model.device),
+                             attention_mask=batch["attention_mask"].to(model.device), **kwargs)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     first = proc.first_call_t if constrained else proc.t
     new = out[:, batch["input_ids"].shape[1]:]
@@ -214,6 +217,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=48, help="output tokens per request (unconstrained: exact)")
     p.add_argument("--systems", default="ours,ours-constrained,ours-constrained-nocache,hf,hf-llguidance",
                    help="comma-separated subset of the systems to run")
+    p.add_argument("--model", default="default", help='"default" (SmolLM2-135M-Instruct) or a HF model folder')
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--kv-mib", type=int, default=1024, help="our KV pool in MiB")
     p.add_argument("--data-dir", type=Path, default=None, help="test data folder (default: ../shared/data)")
@@ -232,19 +237,22 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     data_dir = args.data_dir or default_data_dir()
-    tok = load_tokenizer("default")
+    tok = load_tokenizer(args.model)
+    device = torch.device(args.device)
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     levels = args.concurrency
     cases = load_cases(tok, data_dir, max(levels))
     print(f"[bench engine] {len(cases)} prompts, median {sorted(len(c.prompt_ids) for c in cases)[len(cases) // 2]} "
           f"tokens, shared instruction {len(tok.encode(SHARED_INSTRUCTION))} tokens; threads "
           f"{torch.get_num_threads()}", file=sys.stderr, flush=True)
 
-    model = load_model("default", "cpu")
+    model = load_model(args.model, device, dtype)
     engines = {}
     kv_bytes = args.kv_mib << 20
     for name, cache in (("ours", True), ("ours-constrained", True), ("ours-constrained-nocache", False)):
         if name in systems:
             engines[name] = LLMEngine(EngineConfig(kv_cache_bytes=kv_bytes, enable_prefix_cache=cache,
+                                                   device=device.type, dtype=str(dtype).removeprefix("torch."),
                                                    max_num_seqs=max(levels), overlap_mask_fill=args.overlap,
                                                    max_num_batched_tokens=max(2048, max(levels))), model, tok)
     hf_model = hf_tok = lltok = None
@@ -253,8 +261,8 @@ def run(args: argparse.Namespace) -> int:
 
         from ..assets import prepare_default_model
 
-        folder = prepare_default_model()
-        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+        folder = prepare_default_model() if args.model == "default" else Path(args.model)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
         hf_tok = AutoTokenizer.from_pretrained(str(folder))
         if "hf-llguidance" in systems:
             import llguidance.hf

@@ -70,6 +70,9 @@ class LLMEngine:
         self._outbox: list[GenerateOutput] = []
         self._seed_counter = itertools.count()
         self.on_compiled = None         # callable run (in a pool thread) when a compile finishes
+        # Issue 6 seam: a callable (seq) -> draft token ids, asked after each step for every sequence that
+        # speculates. Drafts go through the next forward as a verify row; only agreed tokens are committed.
+        self.draft_proposer = None
         # Counters.
         self._stats_lock = threading.Lock()
         self._steps = 0
@@ -218,6 +221,10 @@ class LLMEngine:
             self._rate.append((now, new_tokens))
             while self._rate and now - self._rate[0][0] > _RATE_WINDOW_S:
                 self._rate.popleft()
+
+    def _speculates(self, seq: Sequence) -> bool:
+        wish = seq.request.speculation
+        return self.config.speculation != "off" if wish is None else wish
 
     def _after_tokens(self, seq: Sequence, tokens: list[int]) -> None:
         """Advance the cursor, detokenize, check every finish condition, emit a delta."""

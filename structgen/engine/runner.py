@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..kernels.sampling import SamplingBatch, sample
 from .forward_batch import build_forward_batch
 from .kv_cache import KVCache
 from .scheduler import ScheduledSequence
@@ -152,37 +153,22 @@ class ModelRunner:
         return StepResult(out, forward_s, mask_s, constrained)
 
     def _sample(self, logits: torch.Tensor, scheduled: list[ScheduledSequence]) -> list[int]:
-        """logits (N, V) float32, already masked. Greedy rows take the argmax; sampling rows draw with their
-        sequence's own generator, so a seeded request gets the same tokens whatever else is in the batch."""
-        greedy = logits.argmax(dim=-1)  # (N,) int64
-        tokens = greedy.tolist()
-        r = 0
+        """logits (N, V) float32, already masked. Greedy rows take the argmax; sampling rows draw from a
+        counter-based stream keyed by (request seed, output position), so a seeded request gets the same tokens
+        whatever else is in the batch, and after a preemption."""
+        temps, top_k, top_p, seeds, steps = [], [], [], [], []
         for sc in scheduled:
-            sp = sc.seq.sampling
-            if not sp.greedy:
-                for j in range(sc.num_logits):
-                    tokens[r + j] = self._sample_row(logits[r + j], sp, sc.seq)
-            r += sc.num_logits
-        return tokens
-
-    def _sample_row(self, row: torch.Tensor, sp, seq) -> int:
-        """row (V,) float32 logits with disallowed tokens at -inf."""
-        if seq.generator is None:
-            seq.generator = torch.Generator(device=row.device)
-            seq.generator.manual_seed(seq.seed)
-        x = row / sp.temperature  # (V,)
-        if sp.top_k and sp.top_k < x.shape[0]:
-            kth = torch.topk(x, sp.top_k).values[-1]
-            x = x.masked_fill(x < kth, float("-inf"))
-        if sp.top_p < 1.0:
-            sorted_x, order = torch.sort(x, descending=True)  # (V,)
-            probs = torch.softmax(sorted_x, dim=-1)
-            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-            cut = (torch.cumsum(probs, dim=-1) - probs) >= sp.top_p
-            sorted_x = sorted_x.masked_fill(cut, float("-inf"))
-            x = torch.full_like(x, float("-inf")).scatter_(0, order, sorted_x)
-        probs = torch.softmax(x, dim=-1)  # (V,)
-        return int(torch.multinomial(probs, 1, generator=seq.generator).item())
+            sp, seq = sc.seq.sampling, sc.seq
+            for j in range(sc.num_logits):
+                temps.append(sp.temperature)
+                top_k.append(sp.top_k)
+                top_p.append(sp.top_p)
+                seeds.append(seq.seed)
+                steps.append(seq.num_output_tokens + j)
+        if not any(temps):
+            return logits.argmax(dim=-1).tolist()
+        params = SamplingBatch.from_lists(temps, top_k, top_p, seeds, steps, device=logits.device)
+        return sample(logits, params).tolist()
 
     def close(self) -> None:
         if self._pool is not None:

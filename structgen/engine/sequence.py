@@ -44,8 +44,8 @@ class Sequence:
         self.cursor: Any = None
         self.compile_future: Future | None = None
         self.mask_words = 0             # bitmask words the constraint fills (ceil(its vocab / 32))
+        # Sampling draws are a pure function of (seed, output position); unseeded requests get one from the engine.
         self.seed = request.sampling.seed if request.sampling.seed is not None else 0
-        self.generator: Any = None      # torch.Generator for seeded sampling (made by the runner)
         self.detokenizer: Any = None
         # Counters (usage) and timings.
         self.num_cached_prompt_tokens = 0   # prompt tokens whose KV came from the prefix cache (first admission)

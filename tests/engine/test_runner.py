@@ -58,7 +58,7 @@ class SetCursor:
 
 
 def make_runner(rows=16):
-    kv = KVCache(k=torch.zeros(1, 16, BS, 1, 2), v=torch.zeros(1, 16, BS, 1, 2), block_size=BS)
+    kv = KVCache(k=torch.zeros(1, 64, BS, 1, 2), v=torch.zeros(1, 64, BS, 1, 2), block_size=BS)
     return ModelRunner(FakeModel(), kv, max_rows=rows)
 
 
@@ -131,14 +131,19 @@ def test_seeded_sampling_is_the_same_alone_and_in_a_batch():
 
     def draw(batch_others):
         r = make_runner()
-        s = decode_seq("x", 10, sampling=sp, block=0)
+        seqs = [decode_seq(f"o{i}", 3 + i, sampling=SamplingParams(temperature=1.0, seed=i)) for i in range(batch_others)]
+        s = decode_seq("x", 10, sampling=sp)
         s.seed = sp.seed
+        seqs.insert(1 if seqs else 0, s)
+        for i, q in enumerate(seqs):
+            q.block_table = list(range(8 * i, 8 * i + 8))          # room for 32 tokens each
         toks = []
-        others = [decode_seq(f"o{i}", 3 + i, sampling=SamplingParams(temperature=1.0, seed=i), block=1 + i)
-                  for i in range(batch_others)]
         for _ in range(20):
-            res = r.run([sched(o) for o in others[:1]] + [sched(s)] + [sched(o) for o in others[1:]])
-            toks.append(res.sampled[1 if others else 0][0])
+            res = r.run([sched(q) for q in seqs])
+            for q, got in zip(seqs, res.sampled):                   # commit like the engine does
+                q.num_computed_tokens = q.num_tokens
+                q.append_tokens(got)
+            toks.append(res.sampled[seqs.index(s)][0])
         return toks
 
     alone = draw(0)
