@@ -178,7 +178,7 @@ class LLMEngine:
                 if sc.seq.first_scheduled_time is None:
                     sc.seq.first_scheduled_time = now
             result = self.runner.run(sched.scheduled)
-            self._postprocess(sched.scheduled, result.sampled)
+            self._postprocess(sched.scheduled, result.sampled, result.failed or {})
             with self._stats_lock:
                 self._steps += 1
                 self._forward_time += result.forward_s
@@ -188,12 +188,16 @@ class LLMEngine:
         out, self._outbox = self._outbox, []
         return out
 
-    def _postprocess(self, scheduled: list[ScheduledSequence], sampled: list[list[int]]) -> None:
+    def _postprocess(self, scheduled: list[ScheduledSequence], sampled: list[list[int]],
+                     failed: dict[str, str]) -> None:
         now = time.perf_counter()
         new_tokens = 0
         for sc, toks in zip(scheduled, sampled):
             seq = sc.seq
             if seq.is_finished:
+                continue
+            if seq.request_id in failed:
+                self._finish(seq, "error", failed[seq.request_id])
                 continue
             if not toks:
                 self.scheduler.commit(sc)
@@ -232,7 +236,12 @@ class LLMEngine:
         visible = []
         reason = None
         for t in tokens:
-            if seq.cursor is not None and not seq.cursor.advance(t):
+            try:
+                ok = seq.cursor is None or seq.cursor.advance(t)
+            except Exception as e:  # noqa: BLE001 - e.g. ConstraintTooComplexError on a lazily built state
+                self._finish(seq, "error", f"{type(e).__name__}: {e}")
+                return
+            if not ok:
                 self._finish(seq, "error", f"internal error: token {t} was sampled against the constraint")
                 return
             if t in self.eos_token_ids and not sp.ignore_eos:
@@ -255,7 +264,11 @@ class LLMEngine:
     def _forced_run(self, seq: Sequence) -> None:
         """Jump-forward: append the constraint's forced continuation without sampling (behind a switch)."""
         room = min(seq.sampling.max_tokens - seq.num_output_tokens, self.max_model_len - seq.num_tokens)
-        forced = seq.cursor.forced_tokens()[:max(0, room)]
+        try:
+            forced = seq.cursor.forced_tokens()[:max(0, room)]
+        except Exception as e:  # noqa: BLE001 - the constraint's failure fails this request alone
+            self._finish(seq, "error", f"{type(e).__name__}: {e}")
+            return
         if not forced:
             return
         seq.append_tokens(forced)

@@ -48,6 +48,9 @@ class StepResult:
     forward_s: float = 0.0
     mask_s: float = 0.0
     num_constrained_rows: int = 0
+    # request_id -> error for sequences whose cursor raised while filling (e.g. ConstraintTooComplexError on
+    # a lazily built state): the engine fails those requests alone; their sampled tokens are meaningless.
+    failed: dict[str, str] | None = None
 
 
 class ModelRunner:
@@ -69,11 +72,12 @@ class ModelRunner:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="structgen-mask") if overlap_mask_fill else None
 
     # ----- masks -----
-    def _fill_masks(self, scheduled: list[ScheduledSequence]) -> tuple[int, int]:
-        """Write one mask row per logits row into the host buffer. Returns (rows, constrained rows)."""
+    def _fill_masks(self, scheduled: list[ScheduledSequence]) -> tuple[int, int, dict[str, str]]:
+        """Write one mask row per logits row into the host buffer. Returns (rows, constrained rows, failures)."""
         buf = self._mask_np
         r = 0
         constrained = 0
+        failed: dict[str, str] = {}
         for sc in scheduled:
             n = sc.num_logits
             if not n:
@@ -83,10 +87,23 @@ class ModelRunner:
                 buf[r:r + n] = -1                       # all tokens allowed
                 r += n
                 continue
-            w = sc.seq.mask_words
-            drafts = sc.seq.draft_tokens[:sc.num_drafts]
-            advanced = 0
-            dead = False
+            try:
+                self._fill_rows(sc, buf, r)
+            except Exception as e:  # noqa: BLE001 - a constraint's failure must stay that request's failure
+                failed[sc.seq.request_id] = f"{type(e).__name__}: {e}"
+                buf[r:r + n] = -1
+            constrained += n
+            r += n
+        return r, constrained, failed
+
+    def _fill_rows(self, sc: ScheduledSequence, buf: np.ndarray, r: int) -> None:
+        """Rows r .. r + num_logits of one constrained sequence; the cursor is back where it was afterwards."""
+        cursor, n = sc.seq.cursor, sc.num_logits
+        w = sc.seq.mask_words
+        drafts = sc.seq.draft_tokens[:sc.num_drafts]
+        advanced = 0
+        dead = False
+        try:
             for j in range(n):
                 row = buf[r + j]
                 if dead:
@@ -102,11 +119,9 @@ class ModelRunner:
                         advanced += 1
                     else:
                         dead = True
+        finally:
             if advanced:
                 cursor.rollback(advanced)
-            constrained += n
-            r += n
-        return r, constrained
 
     # ----- the step -----
     @torch.inference_mode()
@@ -126,16 +141,16 @@ class ModelRunner:
         logits = self.model(batch, self.kv)  # (N, V) float32
         t1 = time.perf_counter()
         if fill is not None:
-            _, constrained = fill.result()
+            _, constrained, failed = fill.result()
             tm = time.perf_counter()
             mask_s = tm - t1                            # only the part not hidden behind the forward
         else:
             tm = time.perf_counter()
-            _, constrained = self._fill_masks(scheduled)
+            _, constrained, failed = self._fill_masks(scheduled)
             mask_s = time.perf_counter() - tm
         forward_s = t1 - t0
         if num_rows == 0:
-            return StepResult([[] for _ in scheduled], forward_s, mask_s, 0)
+            return StepResult([[] for _ in scheduled], forward_s, mask_s, 0, failed)
 
         if constrained:
             tm = time.perf_counter()
@@ -150,7 +165,7 @@ class ModelRunner:
         for sc in scheduled:
             out.append(tokens[r:r + sc.num_logits])
             r += sc.num_logits
-        return StepResult(out, forward_s, mask_s, constrained)
+        return StepResult(out, forward_s, mask_s, constrained, failed)
 
     def _sample(self, logits: torch.Tensor, scheduled: list[ScheduledSequence]) -> list[int]:
         """logits (N, V) float32, already masked. Greedy rows take the argmax; sampling rows draw from a

@@ -162,3 +162,17 @@ def test_too_many_rows_is_an_error():
     r = make_runner(rows=1)
     with pytest.raises(ValueError, match="rows"):
         r.run([sched(decode_seq("a", 1, block=0)), sched(decode_seq("b", 2, block=1))])
+
+
+class ExplodingCursor(SetCursor):
+    def fill_bitmask(self, row):
+        raise RuntimeError("state too complex")
+
+
+def test_a_cursor_that_raises_fails_only_its_row():
+    r = make_runner()
+    good = decode_seq("good", 10, cursor=SetCursor([{3}]), block=0)
+    bad = decode_seq("bad", 10, cursor=ExplodingCursor([{3}]), block=1)
+    out = r.run([sched(bad), sched(good)])
+    assert out.failed == {"bad": "RuntimeError: state too complex"}
+    assert out.sampled[1] == [3]
