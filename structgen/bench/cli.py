@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from .cases import default_data_dir
-
 MODES = {
     "masks": ("structgen.bench.masks_cli", "correctness and mask speed on JSONSchemaBench instances, no model"),
     "coverage": ("structgen.bench.coverage", "schema coverage and compliance with the default model"),
@@ -83,4 +81,4 @@ def run(args: argparse.Namespace) -> int:
     return int(importlib.import_module(args._bench_module).run(args) or 0)
 
 
-__all__ = ["add_arguments", "run", "add_common", "csv_list", "int_list", "json_object", "default_data_dir"]
+__all__ = ["add_arguments", "run", "add_common", "csv_list", "int_list", "json_object"]
