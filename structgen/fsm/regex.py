@@ -43,7 +43,7 @@ def utf8_sequence_length(lead: int) -> int:
     return 0
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1 << 16)
 def utf8_prefix_range(prefix: bytes) -> tuple[int, int] | None:
     """Code points [lo, hi] that complete the partial multi-byte sequence `prefix`; None if it cannot be
     completed to valid UTF-8 (overlong forms, surrogates and > U+10FFFF are excluded)."""
@@ -66,6 +66,18 @@ def utf8_prefix_range(prefix: bytes) -> tuple[int, int] | None:
         else:
             hi = _SURROGATES[0] - 1
     return (lo, hi) if lo <= hi else None
+
+
+def _second_byte_span(lead: int) -> tuple[int, int]:
+    """The continuation bytes valid right after `lead` (tighter after E0/ED/F0/F4: no overlong forms,
+    surrogates or code points past U+10FFFF)."""
+    return {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}.get(lead, (0x80, 0xBF))
+
+
+# Valid lead bytes of multi-byte sequences -> (code point range, continuation bytes still to come,
+# span of the next byte).
+LEAD_BYTES = {b: (utf8_prefix_range(bytes([b])), utf8_sequence_length(b) - 1, _second_byte_span(b))
+              for b in range(0xC2, 0xF5)}
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -210,6 +222,7 @@ class CharDFA:
         ]
         self._reach: list[frozenset] = [self.finals]  # _reach[k]: states with a k-step path to a final
         self._range_cache: dict = {}
+        self._ascii_rows: dict = {}
 
     @classmethod
     def anything(cls) -> "CharDFA":
@@ -235,6 +248,29 @@ class CharDFA:
     def step(self, state: int, cp: int) -> int | None:
         sym = self._symbol(cp)
         return None if sym is None else self._map[state].get(sym)
+
+    def ascii_row(self, state: int) -> tuple:
+        """Next state (or None) for each code point 0..127 from `state`."""
+        row = self._ascii_rows.get(state)
+        if row is None:
+            row = self._ascii_rows[state] = tuple(self.step(state, cp) for cp in range(128))
+        return row
+
+    def uniform_symbol(self, lo: int, hi: int):
+        """The one symbol every code point in [lo, hi] maps to, or None if they differ or some is refused."""
+        i = bisect.bisect_left(self._explicit_cps, lo)
+        j = bisect.bisect_right(self._explicit_cps, hi)
+        if i != j or self._else_symbol is None or (self._ascii_only_else and not (0x20 <= lo and hi <= 0x7E)):
+            return None
+        return self._else_symbol
+
+    @property
+    def else_symbol(self):
+        """The symbol of every code point the pattern does not name (None if there is none)."""
+        return self._else_symbol
+
+    def step_symbol(self, state: int, symbol) -> int | None:
+        return self._map[state].get(symbol)
 
     def symbols_in_range(self, lo: int, hi: int) -> frozenset:
         key = (lo, hi)

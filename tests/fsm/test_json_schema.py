@@ -406,8 +406,23 @@ def test_annotations_ignored():
     assert accepts(schema_automaton(schema), "5")
 
 
+def test_not_supported_forms():
+    a = schema_automaton({"type": ["string", "integer", "null"], "not": {"type": "string"}})
+    assert accepts(a, "1") and accepts(a, "null") and not accepts(a, '"x"')
+    a = schema_automaton({"type": "object", "properties": {"a": {}, "b": {}}, "not": {"required": ["a"]}},
+                         extra_properties=True)
+    assert accepts(a, '{"b": 1}') and accepts(a, '{"c": 1}') and not accepts(a, '{"a": 1}')
+    assert not accepts(a, '{"b": 1, "a": 1}')
+    with pytest.raises(InvalidSchemaError):
+        schema_automaton({"not": {}})
+    a = schema_automaton({"enum": [1, 2, 3], "not": {"enum": [2]}})  # enum values are checked by jsonschema
+    assert accepts(a, "1") and not accepts(a, "2")
+    check_walks({"allOf": [{"not": {"type": "null"}}, {"not": {"type": "boolean"}}], "type": ["null", "boolean",
+                                                                                                "integer"]})
+
+
 @pytest.mark.parametrize("schema,keyword,pointer", [
-    ({"not": {"type": "string"}}, "not", "#"),
+    ({"not": {"pattern": "x"}}, "not", "#"),
     ({"properties": {"a": {"if": {}, "then": {}}}}, "if", "#/properties/a"),
     ({"type": "object", "patternProperties": {"^x": {}}}, "patternProperties", "#"),
     ({"type": "array", "uniqueItems": True}, "uniqueItems", "#"),

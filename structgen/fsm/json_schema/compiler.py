@@ -152,7 +152,10 @@ class Compiler:
                 self._check_disjoint([m for m, _, _ in merged], where)
             return alt(self.flat(m, a, c) for m, c, a in merged)
         if "enum" in s:
-            return self.enum(s, where)
+            return self.enum(s, where)  # NOTE: enum values are checked with jsonschema: `not` included
+        s = self._apply_nots(s, where)
+        if s is False:
+            return NEVER
         types = self.types_of(s)
         self._check_unsupported(s, types, where)
         branches = []
@@ -173,6 +176,40 @@ class Compiler:
             elif t == "object":
                 branches.append(self.object(s, at, counts))
         return alt(branches)
+
+    def _apply_nots(self, s: dict, where: str):
+        """Fold the `not` forms we can express exactly into `s` (False = unsatisfiable); refuse the rest.
+
+        Supported: `not: {}` / `not: true` (nothing is valid), `not: false`, `not: {"type": ...}` (those types
+        are removed), `not: {"required": [name]}` (that property may not appear)."""
+        nots = ([s["not"]] if "not" in s else []) + list(s.get("__nots", []))
+        if not nots:
+            return s
+        s = {k: v for k, v in s.items() if k not in ("not", "__nots")}
+        for n in nots:
+            keys = {k for k in n if k not in _REF_ONLY_OK and k != "__src"} if isinstance(n, dict) else None
+            if n is True or keys == set():
+                return False
+            if n is False:
+                continue
+            if keys == {"type"}:
+                forbidden = set([n["type"]] if isinstance(n["type"], str) else n["type"])
+                if "number" in forbidden:
+                    forbidden.add("integer")
+                allowed = [t for t in self.types_of(s) if t not in forbidden]
+                if "integer" in forbidden and "number" in allowed:
+                    raise UnsupportedSchemaError("not", where, "numbers that are not integers")
+                s["type"] = allowed
+                continue
+            if keys == {"required"} and isinstance(n["required"], list) and len(n["required"]) == 1:
+                name = n["required"][0]
+                if name in s.get("required", []):
+                    s["type"] = [t for t in self.types_of(s) if t != "object"]
+                else:
+                    s["__forbidden"] = list(s.get("__forbidden", [])) + [name]
+                continue
+            raise UnsupportedSchemaError("not", where)
+        return s
 
     def types_of(self, s: dict) -> list[str]:
         if "type" in s:
@@ -251,6 +288,11 @@ class Compiler:
             for sep in ((",", ":"), (", ", ": ")):
                 for ascii_ in (True, False):
                     options.add(json.dumps(v, separators=sep, ensure_ascii=ascii_).encode("utf-8"))
+            # JSON Schema calls 2 and 2.0 equal: offer both spellings of an integral number.
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 10**15:
+                options.add(f"{v}.0".encode())
+            elif isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+                options.add(str(int(v)).encode())
         return literal(*sorted(options))
 
     def _root_validator(self):
@@ -363,7 +405,8 @@ class Compiler:
         else:
             extra_schema = False if self.strict else True
         extra_value = self.schema(extra_schema, at + ("additionalProperties",), counts)
-        declared = list(props.items())
+        forbidden = set(s.get("__forbidden", ()))
+        declared = [(n, sub) for n, sub in props.items() if n not in forbidden]
         for r in required:
             if r not in props:
                 # Required but undeclared: it must come as an extra key (strict mode: any value).
@@ -377,7 +420,7 @@ class Compiler:
             specs.append((name, self._key(forms, True), self._key(forms, False), value, name in req))
         extra = None
         if extra_value is not NEVER:
-            key_str = JsonString.build(self._any_string(), exclude=[n for n, _ in declared])
+            key_str = JsonString.build(self._any_string(), exclude=[n for n, _ in declared] + sorted(forbidden))
             colon = seq(self._ws, literal(":"), self._ws) if self.flexible else literal(":", ": ")
             first = seq(key_str, colon)
             nxt = seq(self._punct(",", True), key_str, colon)

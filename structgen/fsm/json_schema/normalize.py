@@ -255,6 +255,9 @@ def merge(a: dict, b: dict, where: str) -> dict:
                 if name not in bv:
                     props[name] = _all_of(av[name], b_extra)
             out[key] = props
+        elif key in ("not", "__nots"):
+            if av != bv:
+                out["__nots"] = out.get("__nots", []) + ([bv] if key == "not" else bv)
         elif key == "prefixItems":
             if av != bv:
                 raise UnsupportedSchemaError("prefixItems", where, "two different tuple forms in allOf")

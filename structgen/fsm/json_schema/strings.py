@@ -5,13 +5,15 @@ Frame = (node, dfa_state, count, decoded, pending); the opening-quote frame is (
 - count: decoded characters so far, capped where larger values behave alike (at max_length, else min_length).
 - decoded: for strings that must differ from some names (extra object keys), the text so far while it is
   still a prefix of one of them, else None.
-- pending: None at a character boundary, or the part of a character read so far: ("u8", bytes),
+- pending: None at a character boundary, or the part of a character read so far: ("u8", bytes), or
+  ("u8*", bytes still to come, next byte span) when every completion of it moves the DFA alike (then
+  which exact bytes were read does not matter, and all such prefixes share one state),
   ("esc",), ("hex", digits), ("lo?", high), ("lou", high), ("lohex", high, digits).
 """
 
 from __future__ import annotations
 
-from ..regex import CharDFA, utf8_prefix_range, utf8_sequence_length
+from ..regex import LEAD_BYTES, CharDFA, utf8_prefix_range, utf8_sequence_length
 from .nodes import DONE_FRAME, NEVER, Node
 
 _QUOTE, _BACKSLASH = 0x22, 0x5C
@@ -117,18 +119,39 @@ class JsonString(Node):
             esc = (self, s, count, decoded, ("esc",))
             if self.moves(esc):
                 out[_BACKSLASH] = esc
+            row = self.dfa.ascii_row(s)
+            c = min(count + 1, self._cap) if self.max_length is None else count + 1
             for b in range(0x20, 0x80):
-                if b != _QUOTE and b != _BACKSLASH:
-                    nxt = self._advance(s, count, decoded, b)
-                    if nxt is not None:
-                        out[b] = nxt
-            for b in range(0xC2, 0xF5):
-                rng = utf8_prefix_range(bytes([b]))
-                if rng is not None and self._range_viable(s, count, *rng):
+                t = row[b]
+                if t is None or b == _QUOTE or b == _BACKSLASH or not self.viable(t, c):
+                    continue
+                if decoded is None:
+                    out[b] = (self, t, c, None, None)
+                else:
+                    out[b] = self._advance(s, count, decoded, b)
+            for b, (rng, rest, span) in LEAD_BYTES.items():
+                if rng is None or not self._range_viable(s, count, *rng):
+                    continue
+                if decoded is None and self.dfa.uniform_symbol(*rng) is not None:
+                    out[b] = (self, s, count, None, ("u8*", rest, span))
+                else:
                     out[b] = (self, s, count, decoded, ("u8", bytes([b])))
             return out
         kind = pending[0]
-        if kind == "u8":
+        if kind == "u8*":
+            rest, (lo, hi) = pending[1], pending[2]
+            if rest == 1:
+                t = self.dfa.step_symbol(s, self.dfa.else_symbol)
+                c = min(count + 1, self._cap) if self.max_length is None else count + 1
+                if t is not None and self.viable(t, c):
+                    nxt = (self, t, c, None, None)
+                    for b in range(lo, hi + 1):
+                        out[b] = nxt
+            else:
+                nxt = (self, s, count, None, ("u8*", rest - 1, (0x80, 0xBF)))
+                for b in range(lo, hi + 1):
+                    out[b] = nxt
+        elif kind == "u8":
             for b in range(0x80, 0xC0):
                 p = pending[1] + bytes([b])
                 rng = utf8_prefix_range(p)
