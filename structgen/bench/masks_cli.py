@@ -22,8 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per schema and engine (default 10)")
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes per engine (default 1: engines never share a core's time)")
-    p.add_argument("--sample", type=int, default=20,
-                   help="seeded random schemas per split (default 20; 0 = every schema)")
+    p.add_argument("--sample", type=int, default=5,
+                   help="seeded random schemas per split (default 5, a few minutes on 2 cores; 0 = every schema)")
     p.add_argument("--limit", type=int, default=0, help="at most N schemas in total, spread over splits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--structgen-options", type=json_object, default={"extra_properties": True},
