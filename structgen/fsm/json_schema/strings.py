@@ -88,6 +88,13 @@ class JsonString(Node):
         lo, hi = max(lo, _LOW[0]), min(hi, _LOW[1])
         return lo <= hi and self._range_viable(s, count, *_astral(high, lo, hi))
 
+    def _continues_excluded(self, decoded, lo: int, hi: int) -> bool:
+        """Could a character in [lo, hi] extend `decoded` towards an excluded name?"""
+        if decoded is None:
+            return False
+        return any(len(p) == len(decoded) + 1 and p.startswith(decoded) and lo <= ord(p[-1]) <= hi
+                   for p in self._exclude_prefixes)
+
     def _advance(self, s: int, count: int, decoded, cp: int):
         """The frame after reading code point cp, or None if that leaves no valid completion."""
         t = self.dfa.step(s, cp)
@@ -125,14 +132,15 @@ class JsonString(Node):
                 t = row[b]
                 if t is None or b == _QUOTE or b == _BACKSLASH or not self.viable(t, c):
                     continue
-                if decoded is None:
-                    out[b] = (self, t, c, None, None)
+                if decoded is not None:
+                    d = decoded + chr(b)
+                    out[b] = (self, t, c, d if d in self._exclude_prefixes else None, None)
                 else:
-                    out[b] = self._advance(s, count, decoded, b)
+                    out[b] = (self, t, c, None, None)
             for b, (rng, rest, span) in LEAD_BYTES.items():
                 if rng is None or not self._range_viable(s, count, *rng):
                     continue
-                if decoded is None and self.dfa.uniform_symbol(*rng) is not None:
+                if self.dfa.uniform_symbol(*rng) is not None and not self._continues_excluded(decoded, *rng):
                     out[b] = (self, s, count, None, ("u8*", rest, span))
                 else:
                     out[b] = (self, s, count, decoded, ("u8", bytes([b])))
