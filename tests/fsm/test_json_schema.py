@@ -406,6 +406,14 @@ def test_annotations_ignored():
     assert accepts(schema_automaton(schema), "5")
 
 
+def test_pattern_properties_apply_to_declared_keys():
+    schema = {"type": "object", "properties": {"x_a": {"type": "integer"}, "b": {"type": "integer"}},
+              "patternProperties": {"^x_": {"minimum": 10}}}
+    a = schema_automaton(schema)
+    assert accepts(a, '{"x_a": 10, "b": 1}') and not accepts(a, '{"x_a": 9}') and not accepts(a, '{"c": 1}')
+    check_walks(schema)
+
+
 def test_not_supported_forms():
     a = schema_automaton({"type": ["string", "integer", "null"], "not": {"type": "string"}})
     assert accepts(a, "1") and accepts(a, "null") and not accepts(a, '"x"')
@@ -424,7 +432,7 @@ def test_not_supported_forms():
 @pytest.mark.parametrize("schema,keyword,pointer", [
     ({"not": {"pattern": "x"}}, "not", "#"),
     ({"properties": {"a": {"if": {}, "then": {}}}}, "if", "#/properties/a"),
-    ({"type": "object", "patternProperties": {"^x": {}}}, "patternProperties", "#"),
+    ({"type": "object", "patternProperties": {"^x": {}}, "additionalProperties": True}, "patternProperties", "#"),
     ({"type": "array", "uniqueItems": True}, "uniqueItems", "#"),
     ({"type": "array", "contains": {"type": "integer"}}, "contains", "#"),
     ({"type": "object", "propertyNames": {"maxLength": 3}}, "propertyNames", "#"),

@@ -48,6 +48,8 @@ def _explained(file: str, schema, value) -> str | None:
     if any(ch in text for ch in ".eE") and any(isinstance(v, float) and v.is_integer()
                                                for v in _scalars(value)):
         return "an integral float (1.0) is written as an integer / literal form"
+    if "patternProperties" in json.dumps(schema):
+        return "keys matched only by patternProperties are not generated"
     if file == "vocabulary.json":
         return "custom meta-schema vocabularies are not honoured (we validate more)"
     return None
@@ -90,4 +92,4 @@ def test_official_suite_zero_invalid_accepted():
           f"(ConstraintError); valid accepted {valid_accepted}/{valid_total}")
     assert invalid_accepted == []
     assert unexplained == []
-    assert compiled >= 150  # a regression guard on coverage (170 at the time of writing)
+    assert compiled >= 160  # a regression guard on coverage (174 at the time of writing)

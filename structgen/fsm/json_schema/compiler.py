@@ -9,6 +9,7 @@ that share definitions without recursion compile each definition once.
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 
 import interegular
@@ -31,7 +32,7 @@ MAX_FLATTEN_DEPTH = 64
 # Assertion keywords we do not enforce, and the instance type they constrain (None = every type).
 UNSUPPORTED = {
     "not": None, "if": None, "$dynamicRef": None, "$recursiveRef": None,
-    "patternProperties": "object", "dependentRequired": "object", "dependentSchemas": "object",
+    "dependentRequired": "object", "dependentSchemas": "object",
     "dependencies": "object", "propertyNames": "object", "unevaluatedProperties": "object",
     "unevaluatedItems": "array", "contains": "array",
 }
@@ -411,6 +412,7 @@ class Compiler:
             if r not in props:
                 # Required but undeclared: it must come as an extra key (strict mode: any value).
                 declared.append((r, extra_schema if "additionalProperties" in s or not self.strict else True))
+        declared = self._with_pattern_properties(s, declared, where)
         req = set(required)
         specs = []
         for name, sub in declared:
@@ -419,6 +421,9 @@ class Compiler:
                 self.schema(sub, at + ("additionalProperties",), counts)
             specs.append((name, self._key(forms, True), self._key(forms, False), value, name in req))
         extra = None
+        if extra_value is not NEVER and "patternProperties" in s:
+            raise UnsupportedSchemaError("patternProperties", where, "together with allowed additional properties "
+                                         "(supported when no undeclared keys are generated)")
         if extra_value is not NEVER:
             key_str = JsonString.build(self._any_string(), exclude=[n for n, _ in declared] + sorted(forbidden))
             colon = seq(self._ws, literal(":"), self._ws) if self.flexible else literal(":", ": ")
@@ -430,6 +435,28 @@ class Compiler:
         open_ = seq(literal("{"), self._ws) if self.flexible else literal("{")
         close = seq(self._ws, literal("}")) if self.flexible else literal("}")
         return JsonObject.build(specs, open_, close, extra, min_p, max_p)
+
+    @staticmethod
+    def _with_pattern_properties(s: dict, declared: list, where: str) -> list:
+        """Declared properties whose names match a `patternProperties` regex must satisfy that schema too
+        (Python's re.search, as jsonschema does)."""
+        patterns = s.get("patternProperties")
+        if not patterns:
+            return declared
+        if not isinstance(patterns, dict):
+            raise InvalidSchemaError("'patternProperties' must be an object", where)
+        out = []
+        for name, sub in declared:
+            extra = []
+            for rx, psub in patterns.items():
+                try:
+                    hit = re.search(rx, name) is not None
+                except re.error as e:
+                    raise InvalidSchemaError(f"bad patternProperties regex {rx!r}: {e}", where) from None
+                if hit:
+                    extra.append(psub)
+            out.append((name, {"allOf": [sub, *extra]} if extra else sub))
+        return out
 
     def _any_string(self) -> CharDFA:
         if self._plain_string is None:
