@@ -112,6 +112,11 @@ def test_extra_properties_modes():
     assert not accepts(a, '{"a": 1, "x": 2}')
 
 
+def test_bare_object_is_free_form_in_strict_mode():
+    a = schema_automaton({"type": "object", "minProperties": 1})
+    assert accepts(a, '{"k": [1, {"j": null}]}') and not accepts(a, "{}")
+
+
 def test_required_undeclared_property():
     a = schema_automaton({"type": "object", "required": ["id"], "additionalProperties": {"type": "integer"}})
     assert accepts(a, '{"id": 3}') and not accepts(a, '{"id": "x"}') and not accepts(a, "{}")

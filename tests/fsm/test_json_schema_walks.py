@@ -71,7 +71,7 @@ def _automaton(name, **options):
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), flexible=st.booleans())
 def test_random_walks_validate(name, seed, flexible):
     a = _automaton(name, whitespace="flexible" if flexible else "compact")

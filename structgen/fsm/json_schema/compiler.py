@@ -404,7 +404,10 @@ class Compiler:
         if "additionalProperties" in s:
             extra_schema = s["additionalProperties"]
         else:
-            extra_schema = False if self.strict else True
+            # Strict mode closes objects that declare their keys; a bare `{"type": "object"}` stays free-form
+            # (closing it would leave only `{}`).
+            declares = "properties" in s or "patternProperties" in s
+            extra_schema = False if self.strict and declares else True
         extra_value = self.schema(extra_schema, at + ("additionalProperties",), counts)
         forbidden = set(s.get("__forbidden", ()))
         declared = [(n, sub) for n, sub in props.items() if n not in forbidden]
