@@ -298,6 +298,16 @@ def test_one_of_disjoint_and_overlapping():
     assert accepts(a, '{"t": "cat", "lives": 9}') and accepts(a, '{"t": "dog", "good": true}')
     assert not accepts(a, '{"t": "dog", "lives": 9}')
     check_walks(tagged)
+    closed = {"oneOf": [
+        {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False},
+        {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"], "additionalProperties": False}]}
+    a = schema_automaton(closed)
+    assert accepts(a, '{"a": 1}') and accepts(a, '{"b": 1}') and not accepts(a, '{"a": 1, "b": 1}')
+    check_walks(closed)
+    # One closed branch suffices: it cannot hold the key the other requires.
+    schema_automaton({"oneOf": [closed["oneOf"][0], {**closed["oneOf"][1], "additionalProperties": True}]})
+    with pytest.raises(UnsupportedSchemaError):  # both open: {"a": 1, "b": 1} matches both
+        schema_automaton({"oneOf": [{**b, "additionalProperties": True} for b in closed["oneOf"]]})
     with pytest.raises(UnsupportedSchemaError) as e:
         schema_automaton({"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 2}]})
     assert e.value.keyword == "oneOf"

@@ -249,6 +249,11 @@ class Compiler:
                 ea, eb = self._enum_of(pa), self._enum_of(pb)
                 if ea is not None and eb is not None and not (ea & eb):
                     return True
+            # A key one branch requires that the other (explicitly closed) branch cannot hold.
+            for x, y in ((a, b), (b, a)):
+                if y.get("additionalProperties") is False and "patternProperties" not in y:
+                    if any(r not in y.get("properties", {}) for r in x.get("required", [])):
+                        return True
         return False
 
     def _types_for_disjoint(self, s: dict) -> list[str]:
