@@ -180,7 +180,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         try:
             ticket = self.admission.admit(uuid.uuid4().hex)  # the engine's id: unique even if clients reuse ids
             engine_request = await self._engine_request(request, ticket.engine_id, rec)
-            rec.final = await self._run(engine_request, ticket, context, on_output)
+            await self._run(engine_request, ticket, context, on_output, rec)
             return rec
         except RequestError as e:
             await self._fail(rec, context, e)
@@ -218,8 +218,8 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         return GenerateRequest(request_id=engine_id, prompt_token_ids=prompt_ids, sampling=sampling,
                                constraint=constraint, speculation=speculation)
 
-    async def _run(self, engine_request, ticket: Ticket, context, on_output):
-        """Stream the engine's outputs into `on_output` under the call's deadline; returns the last output.
+    async def _run(self, engine_request, ticket: Ticket, context, on_output, rec: _CallRecord):
+        """Stream the engine's outputs into `on_output` under the call's deadline; the last one goes to `rec`.
 
         NOTE: whatever ends the call early (deadline, client cancel, shutdown) aborts the engine request, so
         its KV blocks are freed at once rather than when generation would have ended.
@@ -232,7 +232,9 @@ class StructGenServicer(pb_grpc.StructGenServicer):
                     await on_output(out)
                     if out.finished:
                         finished = True
-                        return self._check_final(out, ticket)
+                        rec.final = out  # logged even when it is an error
+                        self._check_final(out, ticket)
+                        return
             raise RequestError(grpc.StatusCode.INTERNAL, "the engine ended the request without a final output")
         except TimeoutError:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
