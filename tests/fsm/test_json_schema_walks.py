@@ -8,7 +8,7 @@ import random
 
 import jsonschema
 import pytest
-from automaton_helpers import random_walk
+from automaton_helpers import accepts, random_walk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,3 +79,34 @@ def test_random_walks_validate(name, seed, flexible):
     value = json.loads(text)
     errors = list(_validator(SCHEMAS[name]).iter_errors(value))
     assert not errors, (text, [e.message for e in errors])
+
+
+_BOUNDS = st.one_of(st.none(), st.integers(-10**6, 10**6),
+                    st.floats(-1e6, 1e6, allow_nan=False).map(lambda x: round(x, 3)),
+                    st.floats(-1e6, 1e6, allow_nan=False))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lo=_BOUNDS, hi=_BOUNDS, lo_excl=st.booleans(), hi_excl=st.booleans(), integer=st.booleans(),
+       seed=st.integers(0, 2**32 - 1), probes=st.lists(st.floats(-2e6, 2e6, allow_nan=False), max_size=8))
+def test_number_bounds_never_admit_out_of_range(lo, hi, lo_excl, hi_excl, integer, seed, probes):
+    """Exact bounds: neither random walks nor probe values near/at the bounds ever give an invalid number."""
+    schema = {"type": "integer" if integer else "number"}
+    if lo is not None:
+        schema["exclusiveMinimum" if lo_excl else "minimum"] = lo
+    if hi is not None:
+        schema["exclusiveMaximum" if hi_excl else "maximum"] = hi
+    try:
+        a = schema_automaton(schema)
+    except Exception as e:  # an empty range is the only acceptable refusal
+        assert lo is not None and hi is not None and (lo >= hi or integer), (schema, e)
+        return
+    validator = _validator(schema)
+    rng = random.Random(seed)
+    for _ in range(5):
+        text = random_walk(a, rng, max_bytes=12).decode()
+        assert validator.is_valid(json.loads(text)), (schema, text)
+    for x in probes + [lo or 0, hi or 0]:
+        for text in {json.dumps(x), json.dumps(int(x)) if abs(x) < 1e15 else "0"}:
+            if accepts(a, text):
+                assert validator.is_valid(json.loads(text)), (schema, text)
