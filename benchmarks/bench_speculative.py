@@ -5,8 +5,9 @@
 
 Datasets: the extraction dev set (../shared/data/extraction/dev, or STRUCTGEN_DATA_DIR) and the ready schemas
 with their example documents (schemas/, schemas/examples/). Each request is greedy, JSON-Schema constrained, behind
-one shared instruction. Per dataset and concurrency the configurations run back to back (same warm model), with
-`c` requests kept in flight (closed loop).
+one shared instruction. Requests go in waves of `c` (the concurrency, kept in flight as a closed loop); each wave
+runs under every configuration back to back (same warm model), in a rotating order, so that load drift on a shared
+machine falls on every column alike.
 
 Columns: forwards per output token counts, per request, the forwards it took part in (prefill chunks included)
 divided by its output tokens; tok/s is output tokens over wall time; latency is per request, submit to finish.
@@ -86,6 +87,7 @@ def run_closed_loop(engine, requests, concurrency: int) -> dict:
         submitted: dict[str, float] = {}
         done: dict[str, dict] = {}
         tokens: dict[str, list[int]] = {}
+        texts: dict[str, str] = {}
         t0 = time.perf_counter()
         steps0 = engine.stats().steps
         while pending or len(done) < len(requests):
@@ -98,6 +100,7 @@ def run_closed_loop(engine, requests, concurrency: int) -> dict:
                 continue
             for o in engine.step():
                 tokens.setdefault(o.request_id, []).extend(o.token_ids)
+                texts[o.request_id] = texts.get(o.request_id, "") + o.text
                 if o.finished:
                     done[o.request_id] = {"latency": time.perf_counter() - submitted[o.request_id], "out": o}
         wall = time.perf_counter() - t0
@@ -106,6 +109,7 @@ def run_closed_loop(engine, requests, concurrency: int) -> dict:
         engine.runner.run = real_run
     for rid, d in done.items():
         d["tokens"] = tokens.get(rid, [])
+        d["text"] = texts.get(rid, "")
         d["forwards"] = forwards.get(rid, 0)
     return {"done": done, "wall": wall, "steps": steps}
 
@@ -166,43 +170,54 @@ def main(argv=None) -> int:
     for dname, cases in datasets:
         prompts = [(cid, schema, prompt_ids(text)) for cid, schema, text in cases]
         for conc in levels:
-            base_stats = None
-            base_tokens = None
+            # Waves of `conc` requests; within a wave every configuration runs the same requests back to back, in
+            # an order that rotates from wave to wave, so that a busy machine's drift hits every column alike.
+            results: dict[str, list[dict]] = {c: [] for c in configs}
+            walls: dict[str, float] = {c: 0.0 for c in configs}
+            for w, start in enumerate(range(0, len(prompts), conc)):
+                wave = prompts[start:start + conc]
+                order = configs[w % len(configs):] + configs[:w % len(configs)]
+                for c in order:
+                    reqs = [GenerateRequest(f"{dname}-{cid}-{c}-{conc}", p, SamplingParams(max_tokens=args.max_tokens),
+                                            ConstraintSpec("json_schema", schema)) for cid, schema, p in wave]
+                    res = run_closed_loop(engines[c], reqs, conc)
+                    walls[c] += res["wall"]
+                    for (cid, schema, _), r in zip(wave, reqs):
+                        d = res["done"][r.request_id]
+                        d["schema"] = schema
+                        results[c].append(d)
+            base_stats = base_tokens = None
             for c in configs:
-                eng = engines[c]
-                reqs = [GenerateRequest(f"{dname}-{cid}-{c}-{conc}", p, SamplingParams(max_tokens=args.max_tokens),
-                                        ConstraintSpec("json_schema", schema)) for cid, schema, p in prompts]
-                res = run_closed_loop(eng, reqs, conc)
-                done = [res["done"][r.request_id] for r in reqs]
+                done = results[c]
                 out_tok = sum(len(d["tokens"]) for d in done)
                 fwd = sum(d["forwards"] for d in done)
                 lat = [d["latency"] for d in done]
                 forced = sum(d["out"].usage.forced_tokens for d in done)
                 drafted = sum(d["out"].usage.draft_accepted_tokens for d in done)
                 valid = 0  # finished with "stop" and valid under the schema
-                for (cid, schema, _), d in zip(prompts, done):
+                for d in done:
                     if d["out"].finish_reason != "stop":
                         continue
                     try:
-                        jsonschema.Draft202012Validator(schema).validate(json.loads(d["out"].text))
+                        jsonschema.Draft202012Validator(d["schema"]).validate(json.loads(d["text"]))
                         valid += 1
                     except (jsonschema.ValidationError, json.JSONDecodeError):
                         pass
                 toks = [d["tokens"] for d in done]
-                tps = out_tok / res["wall"]
+                tps = out_tok / walls[c]
                 p50, p95 = statistics.median(lat), percentile(lat, 0.95)
                 if base_stats is None:
                     base_stats, base_tokens = (tps, p50), toks
                 same = sum(a == b for a, b in zip(toks, base_tokens))
-                row = dict(dataset=dname, concurrency=conc, config=c, requests=len(reqs), out_tokens=out_tok,
+                n = len(done)
+                row = dict(dataset=dname, concurrency=conc, config=c, requests=n, out_tokens=out_tok,
                            forwards_per_token=fwd / max(out_tok, 1), tokens_per_s=tps, p50_s=p50, p95_s=p95,
                            forced_pct=100 * forced / max(out_tok, 1), draft_pct=100 * drafted / max(out_tok, 1),
                            speedup=tps / base_stats[0], p50_ratio=p50 / base_stats[1], valid=valid, same=same)
                 rows.append(row)
-                print(f"| {dname} | {conc} | {c} | {len(reqs)} | {out_tok} | {row['forwards_per_token']:.3f} | "
+                print(f"| {dname} | {conc} | {c} | {n} | {out_tok} | {row['forwards_per_token']:.3f} | "
                       f"{tps:.1f} | {p50:.2f} | {p95:.2f} | {row['forced_pct']:.0f} | {row['draft_pct']:.0f} | "
-                      f"{row['speedup']:.2f}x | {row['p50_ratio']:.2f} | {valid}/{len(reqs)} | "
-                      f"{same}/{len(reqs)} |", flush=True)
+                      f"{row['speedup']:.2f}x | {row['p50_ratio']:.2f} | {valid}/{n} | {same}/{n} |", flush=True)
     for eng in engines.values():
         eng.close()
     return 0
