@@ -10,6 +10,11 @@ accepting while the sample equals the draft is exactly the speculative acceptanc
 plain decoding token for token, sampled rows keep the constrained target distribution. Forced tokens are verified
 too: a forced run the model would have tokenized differently costs a rejected position, never a changed output.
 
+Switches: EngineConfig.forced_runs and EngineConfig.speculation ("prompt_lookup") turn drafting on for the server
+(num_speculative_tokens caps a lookup draft; AdaptiveDraftLength picks k below it). GenerateRequest.speculation:
+None follows the server, False opts the request out of both forced runs and lookup, True asks for prompt lookup
+when the server drafts at all (forced_runs or speculation on). The draft-model proposer is not wired yet.
+
 Counters: accepted forced tokens go to `seq.num_forced_tokens`, accepted proposals to `seq.num_draft_accepted`;
 every other output token was sampled.
 """
