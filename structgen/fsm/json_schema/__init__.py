@@ -38,5 +38,6 @@ def schema_automaton(schema, *, extra_properties: bool = False, whitespace: str 
     if not isinstance(max_states, int) or max_states < 1:
         raise ValueError("max_states must be a positive int")
     root = Compiler(schema, extra_properties=bool(extra_properties), whitespace=whitespace,
-                    max_recursion_depth=max_recursion_depth).compile()
+                    max_recursion_depth=max_recursion_depth,
+                    compile_timeout_s=settings.get("STRUCTGEN_COMPILE_TIMEOUT_S")).compile()
     return SchemaAutomaton(root, max_states=max_states)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from fractions import Fraction
 
 import interegular
@@ -45,7 +46,8 @@ _TYPE_KEYWORDS = {
 
 
 class Compiler:
-    def __init__(self, root, *, extra_properties: bool, whitespace: str, max_recursion_depth: int):
+    def __init__(self, root, *, extra_properties: bool, whitespace: str, max_recursion_depth: int,
+                 compile_timeout_s: float = 30.0):
         if whitespace not in ("compact", "flexible"):
             raise ValueError(f"whitespace must be 'compact' or 'flexible', not {whitespace!r}")
         if not isinstance(max_recursion_depth, int) or max_recursion_depth < 0:
@@ -61,6 +63,9 @@ class Compiler:
         self._nodes = 0
         self._validator = None
         self._plain_string = None
+        self._keys: dict = {}
+        self._deadline = time.monotonic() + compile_timeout_s
+        self._compile_timeout_s = compile_timeout_s
 
     # --------------------------------------------------------------------------------- entry points
     def compile(self) -> Node:
@@ -75,6 +80,9 @@ class Compiler:
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise ConstraintTooComplexError("schema nodes (after unrolling recursion)", MAX_NODES)
+        if self._nodes % 64 == 0 and time.monotonic() > self._deadline:
+            raise ConstraintTooComplexError("seconds compiling the schema", self._compile_timeout_s,
+                                            "STRUCTGEN_COMPILE_TIMEOUT_S")
         if s is True:
             return self.any_value(self.any_depth)
         if s is False:
@@ -392,6 +400,13 @@ class Compiler:
         return JsonArray.build(prefix, items, min_items, max_items, open_, close, self._punct(",", True))
 
     def _key(self, name_forms: list[str], first: bool) -> Node:
+        key = (tuple(name_forms), first)
+        hit = self._keys.get(key)
+        if hit is None:
+            hit = self._keys[key] = self._build_key(name_forms, first)
+        return hit
+
+    def _build_key(self, name_forms: list[str], first: bool) -> Node:
         if self.flexible:
             head = () if first else (self._ws, literal(","), self._ws)
             return seq(*head, literal(*name_forms), self._ws, literal(":"), self._ws)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from functools import lru_cache
 from urllib.parse import unquote
 
 from ...errors import ConstraintTooComplexError, InvalidSchemaError, UnsupportedSchemaError
@@ -18,7 +19,8 @@ TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
 MAX_ANYOF_PRODUCT = 64
 
 
-def pointer_str(tokens) -> str:
+@lru_cache(maxsize=1 << 16)
+def pointer_str(tokens: tuple) -> str:
     return "#" + "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in tokens)
 
 
