@@ -1,6 +1,7 @@
 """The compile cache: an in-memory LRU of compiled constraints, backed by pickles on disk.
 
-Key = sha256(kind, canonical constraint, options, tokenizer fingerprint, structgen version, file format).
+Key = sha256(kind, canonical constraint, options, tokenizer fingerprint, structgen version, compiler source
+fingerprint, file format).
 On disk (`settings.cache_dir()/fsm/<key>.pkl`, off with STRUCTGEN_DISABLE_DISK_CACHE) each entry holds the
 automaton and every table and mask built so far, so a restart reuses them and a hit costs milliseconds.
 Entries are written atomically (temp file + rename); an unreadable or mismatched file is ignored and rewritten.
@@ -46,13 +47,31 @@ class Cacheable(Protocol):
     def version(self) -> int: ...
 
 
+def _code_fingerprint() -> str:
+    """sha256 over the compiler's own source files.
+
+    NOTE: pickled automata embed the compiler's classes, and their semantics change with the code; keying on
+    the source means an edited or upgraded compiler never reuses a stale entry, even at the same version.
+    """
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+CODE_FINGERPRINT = _code_fingerprint()
+
+
 def make_key(kind: str, canonical: str, options: dict, fingerprint: str) -> str:
     """The cache key of one constraint for one tokenizer (hex sha256)."""
     try:
         opts = json.dumps(options, sort_keys=True, separators=(",", ":"))
     except TypeError as e:
         raise TypeError(f"constraint options must be JSON values: {e}") from None
-    blob = json.dumps([FORMAT_VERSION, __version__, kind, canonical, opts, fingerprint], ensure_ascii=False)
+    blob = json.dumps([FORMAT_VERSION, __version__, CODE_FINGERPRINT, kind, canonical, opts, fingerprint],
+                      ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
