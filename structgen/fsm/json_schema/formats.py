@@ -37,9 +37,16 @@ FORMAT_REGEXES = {
     "json-pointer": r"(/([^~/]|~[01])*)*",
 }
 
-# Formats jsonschema checks (with the packages installed here). One we have no regex for must be refused:
-# ignoring it could let output through that the validator rejects.
-CHECKED_FORMATS = frozenset(jsonschema.FormatChecker().checkers)
+FORMAT_REGEXES["uri-template"] = FORMAT_REGEXES["uri"]  # a URI without expressions is a valid template
+
+# Formats a validator may check: the JSON Schema spec's own, and whatever jsonschema checks here. One we have
+# no regex for is refused: ignoring it could let through output that a validator with the optional format
+# packages installed rejects. Other (custom) format names are annotations.
+SPEC_FORMATS = frozenset({
+    "date-time", "date", "time", "duration", "email", "idn-email", "hostname", "idn-hostname", "ipv4", "ipv6",
+    "uri", "uri-reference", "iri", "iri-reference", "uuid", "uri-template", "json-pointer",
+    "relative-json-pointer", "regex"})
+CHECKED_FORMATS = frozenset(jsonschema.FormatChecker().checkers) | SPEC_FORMATS
 
 
 def format_regex(name: str) -> str | None:
