@@ -42,16 +42,63 @@ class SchemaAutomaton:
             return hit
         if len(self._transitions) >= self._max_states:
             raise ConstraintTooComplexError("automaton states", self._max_states, "max_states / STRUCTGEN_MAX_STATES")
-        groups: dict[int, tuple[set, list]] = {}
-        for frame, cont in state[0]:
-            for b, nxt in self._frame_moves(frame).items():
-                g = groups.get(b)
-                if g is None:
-                    g = groups[b] = (set(), [False])
-                if self._closure(nxt, cont, g[0]):
-                    g[1][0] = True
-        out = {b: (frozenset(cs), fin[0]) for b, (cs, fin) in groups.items() if cs or fin[0]}
+        configs = state[0]
+        if len(configs) == 1:
+            (frame, cont), = configs
+            out = {}
+            for b, part in self._config_moves(frame, cont).items():
+                if part is not None:
+                    out[b] = part
+        else:
+            out = self._merged_moves(configs)
         self._transitions[state] = out
+        return out
+
+    def _config_moves(self, frame, cont) -> dict:
+        """{byte: (frozenset of configurations, final) or None (nothing survives)} for one configuration.
+
+        NOTE: a leaf sends most bytes to a handful of distinct frames (every plain character of a string to
+        the same one), so each distinct successor's closure is computed once and the resulting state
+        shared by all of its bytes (the same object: cheaper to hash and to store)."""
+        by_next: dict = {}
+        out = {}
+        for b, nxt in self._frame_moves(frame).items():
+            part = by_next.get(nxt, by_next)
+            if part is by_next:
+                cs: set = set()
+                fin = self._closure(nxt, cont, cs)
+                part = by_next[nxt] = (frozenset(cs), fin) if cs or fin else None
+            out[b] = part
+        return out
+
+    def _merged_moves(self, configs) -> dict:
+        """transitions() of a state with several configurations: per byte, the union of theirs."""
+        per_byte: dict[int, list] = {}
+        for frame, cont in configs:
+            for b, part in self._config_moves(frame, cont).items():
+                if part is None:
+                    continue
+                lst = per_byte.get(b)
+                if lst is None:
+                    per_byte[b] = [part]
+                else:
+                    lst.append(part)
+        out = {}
+        merged: dict = {}
+        for b, parts in per_byte.items():
+            if len(parts) == 1:
+                out[b] = parts[0]
+                continue
+            key = tuple(parts)
+            st = merged.get(key)
+            if st is None:
+                cs: set = set()
+                fin = False
+                for c, f in parts:
+                    cs |= c
+                    fin = fin or f
+                st = merged[key] = (frozenset(cs), fin)
+            out[b] = st
         return out
 
     # ------------------------------------------------------------------------------------- internals
