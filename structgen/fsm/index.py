@@ -2,7 +2,7 @@
 
 States are numbered in the order they are reached (0 = initial). A state's byte transitions are materialized
 into one growing table `T` (n_states x 256, int32, -1 = dead) on first need; a state's token mask is built on
-first need by walking every token's bytes through `T`, vectorized over the vocabulary, and kept.
+first need by walking the vocabulary's prefix trie (token_trie.py) through `T`, vectorized level by level, and kept.
 
 Thread safety: one index is shared by every request using its constraint. Growth (numbering, materializing,
 building a mask) happens under `_lock`; readers only ever look at rows that were complete before they were
@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import ConstraintTooComplexError
 from . import bitmask
 from .automaton import ByteAutomaton
+from .token_trie import expand_ranges, trie_of
 from .vocab import Vocabulary
 
 DEAD = -1
@@ -30,6 +31,8 @@ _NO_BYTES = -2  # nothing continues (only EOS, the state is final)
 # A forced run longer than this is cut (the rest is offered again from where it stopped).
 MAX_FORCED_BYTES = 4096
 _NO_DEADLINE = float("inf")
+# Walk the whole trie at once when the live first bytes lead to more than this share of its nodes.
+_DENSE_SHARE = 0.25
 # State numbers are packed as (state << 8 | byte) into int32 when walking the table.
 MAX_STATES_LIMIT = (1 << 23) - 1
 
@@ -221,40 +224,102 @@ class TokenIndex:
         self._materialized[sid] = True
         self._version += 1
 
+    @property
+    def _trie(self):
+        return trie_of(self.vocab)  # built once per vocabulary, shared by every index
+
+    def _materialize_all(self, states: np.ndarray) -> None:
+        known = self._materialized[states]  # (n,)
+        if not known.all():
+            for s in np.unique(states[~known]).tolist():
+                self._materialize(s)
+        self._check_deadline()
+
+    def _walk_dense(self, trie, first: np.ndarray, allowed: list) -> None:
+        """Every node of every level at once (most of the vocabulary is alive: string states).
+        Dead nodes carry DEAD and are routed to a DEAD cell, so no compaction is needed."""
+        cur = first  # (n_1,) int32 state per level-1 node, DEAD if dead
+        for level in range(trie.tail_from):
+            if level:
+                ps = cur[trie.parent[level]]  # (n_d,) parent's state
+                live = ps >= 0
+                self._materialize_all(ps[live])
+                flat = self._table.reshape(-1)  # (cap * 256,) re-read: materializing may have grown the table
+                # NOTE: a dead parent reads cell 0 of row 0, whatever it holds; np.where puts DEAD back.
+                cur = np.where(live, flat[(np.maximum(ps, 0) << 8) | trie.byte[level]], DEAD)  # (n_d,)
+            if trie.end_ids[level].size:
+                allowed.append(trie.end_ids[level][cur[trie.end_node[level]] >= 0])
+            if not (cur >= 0).any():
+                return
+        self._walk_tail(trie, cur.tolist(), allowed)
+
+    def _walk_tail(self, trie, cur: list, allowed: list) -> None:
+        """The deep, sparse levels of the trie, node by node (see TokenTrie.tail)."""
+        rows: dict[int, list] = {}
+        ids = []
+        for parents, data, end_node, end_ids in trie.tail:
+            nxt = []
+            for p, b in zip(parents, data):
+                s = cur[p]
+                if s < 0:
+                    nxt.append(DEAD)
+                    continue
+                row = rows.get(s)
+                if row is None:
+                    if not self._materialized[s]:
+                        self._materialize(s)
+                    row = rows[s] = self._table[s].tolist()
+                nxt.append(row[b])
+            cur = nxt
+            ids += [t for n, t in zip(end_node, end_ids) if cur[n] >= 0]
+            if max(cur, default=DEAD) < 0:
+                break
+        if ids:
+            allowed.append(np.asarray(ids, dtype=np.int32))
+
+    def _walk_sparse(self, trie, first: np.ndarray, allowed: list) -> None:
+        """Only the live nodes, level by level (structural states: a few first bytes)."""
+        nodes = np.flatnonzero(first >= 0)  # (n,) live level-1 nodes
+        cur = first[nodes]  # (n,) their states
+        level = 0
+        while nodes.size:
+            ends = trie.end_start[level]
+            if trie.end_ids[level].size:
+                allowed.append(trie.end_ids[level][expand_ranges(ends[nodes], ends[nodes + 1])])
+            if level + 1 == trie.depth:
+                break
+            starts = trie.child_start[level]
+            lo, hi = starts[nodes], starts[nodes + 1]  # (n,) child ranges at the next level
+            has = hi > lo
+            if not has.all():
+                lo, hi, cur = lo[has], hi[has], cur[has]
+            if not lo.size:
+                break
+            self._materialize_all(cur)
+            children = expand_ranges(lo, hi)  # (c,) next-level nodes
+            parent_state = np.repeat(cur, hi - lo)  # (c,)
+            flat = self._table.reshape(-1)  # (cap * 256,) re-read: materializing may have grown the table
+            level += 1
+            nxt = flat[(parent_state << 8) | trie.byte[level][children]]  # (c,) state after the child's byte
+            alive = nxt >= 0
+            nodes, cur = children[alive], nxt[alive]
+
     def _build_mask(self, state: int) -> np.ndarray:
-        """Walk the whole vocabulary from `state`; tokens that survive all their bytes are allowed."""
+        """Walk the vocabulary's prefix trie from `state`, level by level; tokens whose node survives are allowed."""
         m = self._masks.get(state)
         if m is not None:
             return m
         v = self.vocab
+        trie = self._trie
         self._materialize(state)
-        row = self._table[state]  # (256,)
-        first_ok = row >= 0  # (256,) bytes that may come first
-        idx = self._first_position_walkers(first_ok)  # (n,) walk positions, ascending
-        cur = row[v.walk_bytes[0][idx]] if idx.size else np.zeros(0, dtype=np.int32)  # (n,) state after byte 0
         allowed = []
-        pos = 1
-        while idx.size:
-            # NOTE: walk positions are sorted longest first, so the tokens that end here are the tail of idx.
-            k = int(np.searchsorted(idx, v.longer_than[pos]))
-            if k < idx.size:
-                allowed.append(idx[k:])
-                idx, cur = idx[:k], cur[:k]
-                if not k:
-                    break
-            known = self._materialized[cur]  # (n,)
-            if not known.all():
-                for s in np.unique(cur[~known]).tolist():
-                    self._materialize(s)
-            self._check_deadline()
-            flat = self._table.reshape(-1)  # (cap * 256,) re-read: materializing may have grown the table
-            nxt = flat[(cur << 8) | v.walk_bytes[pos][idx]]  # (n,) state after byte `pos`
-            alive = nxt >= 0
-            if not alive.all():
-                idx, nxt = idx[alive], nxt[alive]
-            cur = nxt
-            pos += 1
-        ids = v.walk_ids[np.concatenate(allowed)] if allowed else np.zeros(0, dtype=np.int32)
+        if trie.depth:
+            first = self._table[state][trie.byte[0]]  # (n_1,) state after each first byte
+            if float(trie.top_share[first >= 0].sum()) > _DENSE_SHARE:
+                self._walk_dense(trie, first, allowed)
+            else:
+                self._walk_sparse(trie, first, allowed)
+        ids = np.concatenate(allowed) if allowed else np.zeros(0, dtype=np.int32)
         if self._final[state] and v.eos_token_ids.size:
             ids = np.concatenate([ids, v.eos_token_ids])
         mask = bitmask.pack(ids, v.vocab_size)
@@ -262,20 +327,6 @@ class TokenIndex:
         self._masks[state] = mask
         self._version += 1
         return mask
-
-    def _first_position_walkers(self, first_ok: np.ndarray) -> np.ndarray:
-        """Walk positions (ascending, int64) of the tokens whose first byte is allowed."""
-        v = self.vocab
-        n = v.walk_ids.size
-        if not n:
-            return np.zeros(0, dtype=np.int64)
-        start = v.first_byte_start
-        sizes = start[1:] - start[:-1]  # (256,) tokens per first byte
-        if int(sizes[first_ok].sum()) * 8 < n:
-            # Structural states: a few first-byte groups, far cheaper than a pass over the vocabulary.
-            groups = [v.by_first_byte[start[b]:start[b + 1]] for b in np.flatnonzero(first_ok & (sizes > 0))]
-            return np.sort(np.concatenate(groups)) if groups else np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(first_ok[v.walk_bytes[0]])
 
     # ---- persistence (the disk cache) --------------------------------------------------------------------
 
