@@ -221,6 +221,7 @@ class CharDFA:
             {sym: number[t] for sym, t in fsm.map.get(s, {}).items() if t in live} for s in order
         ]
         self._reach: list[frozenset] = [self.finals]  # _reach[k]: states with a k-step path to a final
+        self._preds: dict | None = None  # state -> states with a move into it (built on first need)
         self._range_cache: dict = {}
         self._ascii_rows: dict = {}
 
@@ -297,11 +298,27 @@ class CharDFA:
         row = self._map[state]
         return {row[s] for s in self.symbols_in_range(lo, hi) if s in row}
 
-    def _reach_upto(self, k: int) -> None:
-        while len(self._reach) <= k:
-            prev = self._reach[-1]
-            self._reach.append(frozenset(s for s in range(self.num_states)
-                                         if any(t in prev for t in self._map[s].values())))
+    def _reach_upto(self, k: int) -> list[frozenset]:
+        """`_reach` extended to level k. Level k+1 = the predecessors of level k (one set union each).
+
+        NOTE: a DFA may be shared by several constraints (compiled leaves are cached), so this never appends
+        to the shared list: it extends a copy and publishes it whole (callers use the list returned)."""
+        reach = self._reach
+        if len(reach) > k:
+            return reach
+        preds = self._preds
+        if preds is None:
+            pairs: dict[int, set] = {}
+            for s, row in enumerate(self._map):
+                for t in row.values():
+                    pairs.setdefault(t, set()).add(s)
+            preds = self._preds = {t: frozenset(ss) for t, ss in pairs.items()}
+        reach = list(reach)
+        empty = frozenset()
+        while len(reach) <= k:
+            reach.append(empty.union(*(preds.get(t, empty) for t in reach[-1])))
+        self._reach = reach
+        return reach
 
     def can_finish(self, state: int, lo: int, hi: int | None) -> bool:
         """True iff some path of length L, lo <= L <= hi (hi None = unbounded), leads from state to a final.
@@ -315,8 +332,8 @@ class CharDFA:
             if hi < lo:
                 return False
             top = min(top, hi)
-        self._reach_upto(top)
-        return any(state in self._reach[k] for k in range(lo, top + 1))
+        reach = self._reach_upto(top)
+        return any(state in reach[k] for k in range(lo, top + 1))
 
 
 # ------------------------------------------------------------------------------ regex byte automaton

@@ -12,6 +12,7 @@ import json
 import re
 import time
 from fractions import Fraction
+from functools import lru_cache
 
 import interegular
 import jsonschema
@@ -43,6 +44,26 @@ _TYPE_KEYWORDS = {
     "string": ("pattern", "minLength", "maxLength", "format", "__patterns"),
     "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
 }
+
+
+@lru_cache(maxsize=1024)
+def _string_dfa(patterns: tuple[str, ...], format_rx: str | None) -> CharDFA:
+    """The char DFA of a string's patterns (search semantics) and format regex (full match), intersected.
+
+    NOTE: cached across schemas: parsing a format or pattern with interegular and trimming its DFA costs
+    ~1-30 ms, and schemas repeat the same ones (date-time, email, uuid) many times. A CharDFA is immutable
+    apart from memo tables of pure functions, so sharing it between constraints is safe."""
+    fsms, ascii_only = [], False
+    for p in patterns:
+        fsm, a = parse_char_fsm(p, search=True)  # InvalidRegexError: not cached, raised again on each try
+        fsms.append(fsm)
+        ascii_only |= a
+    if format_rx is not None:
+        fsms.append(interegular.parse_pattern(format_rx).to_fsm())
+    fsm = fsms[0]
+    for other in fsms[1:]:
+        fsm = fsm & other
+    return CharDFA.from_fsm(fsm, ascii_only)
 
 
 class Compiler:
@@ -352,32 +373,22 @@ class Compiler:
         min_len = _count(s.get("minLength", 0), "minLength", where)
         max_len = _count(s["maxLength"], "maxLength", where) if "maxLength" in s else None
         patterns = ([s["pattern"]] if "pattern" in s else []) + list(s.get("__patterns", []))
-        fsms, ascii_only = [], False
         for p in patterns:
             if not isinstance(p, str):
                 raise InvalidSchemaError("'pattern' must be a string", where)
+        fmt = s.get("format")
+        rx = format_regex(fmt) if isinstance(fmt, str) else None
+        if patterns or rx is not None:
             try:
-                fsm, a = parse_char_fsm(p, search=True)
+                dfa = _string_dfa(tuple(patterns), rx)
             except InvalidRegexError as e:
                 raise UnsupportedSchemaError("pattern", where, str(e)) from None
-            fsms.append(fsm)
-            ascii_only |= a
-        fmt = s.get("format")
-        if fmt is not None:
-            rx = format_regex(fmt) if isinstance(fmt, str) else None
-            if rx is not None:
-                fsms.append(interegular.parse_pattern(rx).to_fsm())
-            elif fmt in CHECKED_FORMATS:
-                raise UnsupportedSchemaError("format", where, f"format {fmt!r}")
-        if not fsms:
+        else:
             if self._plain_string is None:
                 self._plain_string = CharDFA.anything()
             dfa = self._plain_string
-        else:
-            fsm = fsms[0]
-            for other in fsms[1:]:
-                fsm = fsm & other
-            dfa = CharDFA.from_fsm(fsm, ascii_only)
+        if fmt is not None and rx is None and fmt in CHECKED_FORMATS:
+            raise UnsupportedSchemaError("format", where, f"format {fmt!r}")
         return JsonString.build(dfa, min_len, max_len)
 
     # ---------------------------------------------------------------------------- containers
