@@ -172,6 +172,10 @@ class Compiler:
             if not isinstance(branches, list) or not branches:
                 raise InvalidSchemaError(f"'{key}' must be a non-empty array", where)
             rest = {k: v for k, v in s.items() if k != key}
+            if key == "anyOf" and _is_pure_ref_branches(rest, branches):
+                # NOTE: nothing to merge into the branches, so each is its ref target as is: compile it through
+                # ref()'s memo (a recursive anyOf of refs otherwise recompiles the target at every use).
+                return alt(self.schema(b, at + (key, i), counts) for i, b in enumerate(branches))
             merged = []
             for i, b in enumerate(branches):
                 bd, bcounts = self.flatten(b, at + (key, i), counts, 0)
@@ -518,6 +522,14 @@ class Compiler:
         node = alt(scalars)
         self._any[depth] = node
         return node
+
+
+def _is_pure_ref_branches(rest: dict, branches: list) -> bool:
+    """True iff the siblings of an anyOf assert nothing and every branch is a bare `$ref` (annotations aside)."""
+    if any(k != "__src" and k not in _REF_ONLY_OK for k in rest):
+        return False
+    return all(isinstance(b, dict) and "$ref" in b and all(k == "$ref" or k in _REF_ONLY_OK for k in b)
+               for b in branches)
 
 
 _REF_ONLY_OK = frozenset({"title", "description", "$comment", "examples", "default", "$id", "id", "$schema",
