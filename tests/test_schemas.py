@@ -54,7 +54,26 @@ def test_schema_compiles(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_example_extracts_to_valid_output(name, client):
-    value = client.extract((SCHEMAS / "examples" / f"{name}.txt").read_text(), load(name))
-    jsonschema.Draft202012Validator(load(name)).validate(value)
+def test_examples_extract_concurrently_to_valid_output(client):
+    """All examples at once (they share the running batch): every finished extraction validates against its
+    schema; the only acceptable failure is the 135M model running past max_tokens inside a value (the FSM
+    guarantees form, not that a small model stops), and most examples must finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(name):
+        try:
+            return name, client.extract((SCHEMAS / "examples" / f"{name}.txt").read_text(), load(name),
+                                        max_tokens=768), None
+        except structgen.ExtractionError as e:
+            return name, None, e
+
+    with ThreadPoolExecutor(len(NAMES)) as pool:
+        results = list(pool.map(run, NAMES))
+    finished = 0
+    for name, value, error in results:
+        if error is not None:
+            assert "max_tokens" in str(error), (name, error)
+            continue
+        jsonschema.Draft202012Validator(load(name), format_checker=jsonschema.FormatChecker()).validate(value)
+        finished += 1
+    assert finished >= len(NAMES) - 2, results

@@ -84,7 +84,7 @@ _INTERPRETER_CHECK = """
 import numpy as np, torch
 from structgen.fsm import bitmask as contract
 from structgen.kernels.bitmask import apply_token_bitmask_reference, apply_token_bitmask_triton
-from tests.kernels.test_bitmask import _random_rows
+from tests.kernels.test_bitmask_kernel import _random_rows
 for vocab, block in [(33, 16), (1000, 128), (5000, 1024)]:
     _, mask = _random_rows(5, vocab, seed=vocab)
     logits = torch.randn(5, vocab)
