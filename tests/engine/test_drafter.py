@@ -211,7 +211,7 @@ def test_greedy_outputs_are_identical_with_forced_runs_and_prompt_lookup(model, 
             # In the last configuration every third request opts out: drafts are verified in the same batch as
             # plain decodes.
             spec = False if name == "forced+lookup" and i % 3 == 2 else None
-            reqs.append(GenerateRequest(f"{name}-{i}", prompt, SamplingParams(max_tokens=96),
+            reqs.append(GenerateRequest(f"{name}-{i}", prompt, SamplingParams(max_tokens=64),
                                         ConstraintSpec(kind, value), speculation=spec))
         outs = eng.generate(reqs)
         runs[name] = [outs[r.request_id].token_ids for r in reqs]
