@@ -57,8 +57,13 @@ class Unavailable(RemoteError, ConnectionError):
     """UNAVAILABLE: the server is shutting down or cannot be reached. Safe to retry."""
 
 
-class Cancelled(RemoteError):
-    """CANCELLED: the call was cancelled."""
+class Cancelled(Unavailable):
+    """CANCELLED: the call was cancelled.
+
+    The SDK's blocking calls never cancel on their own, so a CANCELLED they see comes from the server side: a
+    server in the last phase of shutdown cancels calls that arrive after its drain. For the caller that is the
+    same as UNAVAILABLE (not served, safe to retry elsewhere), hence the subclass.
+    """
 
 
 class ServerError(RemoteError):
