@@ -70,9 +70,6 @@ class LLMEngine:
         self._outbox: list[GenerateOutput] = []
         self._seed_counter = itertools.count()
         self.on_compiled = None         # callable run (in a pool thread) when a compile finishes
-        # Issue 6 seam: a callable (seq) -> draft token ids, asked after each step for every sequence that
-        # speculates. Drafts go through the next forward as a verify row; only agreed tokens are committed.
-        self.draft_proposer = None
         # Counters.
         self._stats_lock = threading.Lock()
         self._steps = 0
@@ -226,10 +223,6 @@ class LLMEngine:
             while self._rate and now - self._rate[0][0] > _RATE_WINDOW_S:
                 self._rate.popleft()
 
-    def _speculates(self, seq: Sequence) -> bool:
-        wish = seq.request.speculation
-        return self.config.speculation != "off" if wish is None else wish
-
     def _after_tokens(self, seq: Sequence, tokens: list[int]) -> None:
         """Advance the cursor, detokenize, check every finish condition, emit a delta."""
         sp = seq.sampling
@@ -260,23 +253,6 @@ class LLMEngine:
             self._finish(seq, reason, visible=visible)
         else:
             self._emit(seq, visible)
-
-    def _forced_run(self, seq: Sequence) -> None:
-        """Jump-forward: append the constraint's forced continuation without sampling (behind a switch)."""
-        room = min(seq.sampling.max_tokens - seq.num_output_tokens, self.max_model_len - seq.num_tokens)
-        try:
-            forced = seq.cursor.forced_tokens()[:max(0, room)]
-        except Exception as e:  # noqa: BLE001 - the constraint's failure fails this request alone
-            self._finish(seq, "error", f"{type(e).__name__}: {e}")
-            return
-        if not forced:
-            return
-        seq.append_tokens(forced)
-        seq.num_forced_tokens += len(forced)
-        with self._stats_lock:
-            self._forced += len(forced)
-            self._generated += len(forced)
-        self._after_tokens(seq, forced)
 
     # ----- outputs -----
     def _delta(self, seq: Sequence, tokens: list[int], finished: bool) -> GenerateOutput:
