@@ -1,7 +1,12 @@
-"""Issue 6's measurement: baseline vs forced runs vs forced runs + prompt lookup, same model, same prompts, one run.
+"""Issue 6's measurement: baseline vs forced runs vs forced runs + prompt lookup (vs forced runs + a draft model),
+same model, same prompts, one run.
 
     .venv/bin/python benchmarks/bench_speculative.py [--extraction 12] [--schemas 6] [--concurrency 1,8]
         [--max-tokens 160] [--threads 1] [--configs base,forced,forced+lookup] [--device cpu]
+        [--draft-model PATH|self]
+
+--draft-model adds the "forced+draft" row: PATH is a smaller model of the same tokenizer; `self` drafts with the
+target's own weights (a check of the path: acceptance ~100%, but every draft token costs a full forward).
 
 Datasets: the extraction dev set (../shared/data/extraction/dev, or STRUCTGEN_DATA_DIR) and the ready schemas
 with their example documents (schemas/, schemas/examples/). Each request is greedy, JSON-Schema constrained, behind
@@ -9,8 +14,9 @@ one shared instruction. Requests go in waves of `c` (the concurrency, kept in fl
 runs under every configuration back to back (same warm model), in a rotating order, so that load drift on a shared
 machine falls on every column alike.
 
-Columns: forwards per output token counts, per request, the forwards it took part in (prefill chunks included)
-divided by its output tokens; tok/s is output tokens over wall time; latency is per request, submit to finish.
+Columns: forwards per output token counts, per request, the target-model forwards it took part in (prefill
+chunks included) divided by its output tokens (draft-model forwards are reported below the table); tok/s is
+output tokens over wall time; latency is per request, submit to finish.
 Every output is validated with jsonschema, and greedy outputs are compared token for token with the baseline.
 """
 
@@ -37,6 +43,7 @@ CONFIGS = {
     "base": {},
     "forced": {"forced_runs": True},
     "forced+lookup": {"forced_runs": True, "speculation": "prompt_lookup"},
+    "forced+draft": {"forced_runs": True, "speculation": "draft_model"},   # needs --draft-model
 }
 
 
@@ -121,7 +128,10 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", default="1,8")
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1, help="torch threads on cpu (0 = torch's default)")
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--configs", default=None,
+                    help="comma list of " + ", ".join(CONFIGS) + " (default: all; forced+draft with --draft-model)")
+    ap.add_argument("--draft-model", default=None,
+                    help="PATH of a draft model of the same tokenizer, or 'self' (the target's weights)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", default="default")
     ap.add_argument("--lookup-k", type=int, default=8, help="EngineConfig.num_speculative_tokens")
@@ -136,10 +146,15 @@ def main(argv=None) -> int:
 
     if args.threads and args.device == "cpu":
         torch.set_num_threads(args.threads)
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.configs is None:
+        configs = [c for c in CONFIGS if c != "forced+draft" or args.draft_model]
+    else:
+        configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in configs:
         if c not in CONFIGS:
             ap.error(f"unknown config {c!r}; choose from {list(CONFIGS)}")
+    if "forced+draft" in configs and not args.draft_model:
+        ap.error("the forced+draft config needs --draft-model PATH|self")
     levels = [int(x) for x in args.concurrency.split(",")]
     tok = load_tokenizer(args.model)
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
@@ -151,9 +166,23 @@ def main(argv=None) -> int:
         return tok.encode(tok.apply_chat_template([{"role": "system", "content": INSTRUCTION},
                                                    {"role": "user", "content": text}]))
 
-    engines = {c: LLMEngine(EngineConfig(model=args.model, device=args.device, kv_cache_bytes=256 << 20,
-                                         num_speculative_tokens=args.lookup_k, **CONFIGS[c]), model, tok)
-               for c in configs}
+    draft = None
+    if "forced+draft" in configs:
+        if args.draft_model == "self":
+            draft = model
+        else:
+            from structgen.engine.engine import check_draft_tokenizer
+
+            check_draft_tokenizer(args.draft_model, tok)
+            draft = load_model(args.draft_model, args.device, dtype)
+
+    def make_engine(c: str) -> LLMEngine:
+        extra = {"draft_model": args.draft_model} if c == "forced+draft" else {}
+        cfg = EngineConfig(model=args.model, device=args.device, kv_cache_bytes=256 << 20,
+                           num_speculative_tokens=args.lookup_k, **CONFIGS[c], **extra)
+        return LLMEngine(cfg, model, tok, draft_model=draft if c == "forced+draft" else None)
+
+    engines = {c: make_engine(c) for c in configs}
     # Warm up every engine (first-call allocations, compile caches) outside the timed runs.
     warm = datasets[0][1][0]
     for c, eng in engines.items():
@@ -161,7 +190,8 @@ def main(argv=None) -> int:
                                       ConstraintSpec("json_schema", warm[1]))])
 
     print(f"# bench_speculative: device={args.device} threads={torch.get_num_threads()} "
-          f"max_tokens={args.max_tokens} lookup_k={args.lookup_k} model={args.model}")
+          f"max_tokens={args.max_tokens} lookup_k={args.lookup_k} model={args.model}"
+          + (f" draft_model={args.draft_model}" if draft is not None else ""))
     header = ("| dataset | conc | config | reqs | out tok | fwd/out tok | tok/s | p50 s | p95 s | forced % | "
               "draft-acc % | tok/s vs base | p50 vs base | valid | same as base |")
     print(header)
@@ -218,7 +248,11 @@ def main(argv=None) -> int:
                 print(f"| {dname} | {conc} | {c} | {n} | {out_tok} | {row['forwards_per_token']:.3f} | "
                       f"{tps:.1f} | {p50:.2f} | {p95:.2f} | {row['forced_pct']:.0f} | {row['draft_pct']:.0f} | "
                       f"{row['speedup']:.2f}x | {row['p50_ratio']:.2f} | {valid}/{n} | {same}/{n} |", flush=True)
-    for eng in engines.values():
+    for c, eng in engines.items():
+        prop = eng.drafter.proposer
+        if prop is not None:
+            print(f"# {c}: {prop.num_forwards} draft-model forwards (warm-up included), "
+                  f"{eng.drafter.accepted_proposed_tokens}/{eng.drafter.proposed_tokens} proposed tokens accepted")
         eng.close()
     return 0
 

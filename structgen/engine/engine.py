@@ -34,7 +34,12 @@ def compile_spec(spec: ConstraintSpec, tokenizer):
 
 
 class LLMEngine:
-    def __init__(self, config: EngineConfig, model, tokenizer, kv=None):
+    """One model on one device. `draft_model`: a loaded LlamaModel of the same tokenizer, used when
+    config.speculation == "draft_model" (from_config loads config.draft_model); `draft_kv_bytes` sizes its KV pool
+    (default: `draft_model.default_draft_kv_bytes`)."""
+
+    def __init__(self, config: EngineConfig, model, tokenizer, kv=None, *, draft_model=None,
+                 draft_kv_bytes: int | None = None):
         import torch
 
         from .block_manager import BlockManager
@@ -56,10 +61,22 @@ class LLMEngine:
         self.scheduler = Scheduler(self.block_manager, self.radix_cache, max_num_seqs=config.max_num_seqs,
                                    max_num_batched_tokens=config.max_num_batched_tokens,
                                    max_model_len=self.max_model_len)
-        # Issue 6: forced runs and prompt-lookup drafts, verified in the next forward (structgen/engine/drafter.py).
+        # Issue 6: forced runs and prompt-lookup / draft-model drafts, verified in the next forward
+        # (structgen/engine/drafter.py).
         from .drafter import Drafter
 
-        self.drafter = Drafter(config, tokenizer)
+        proposer = None
+        if config.speculation == "draft_model":
+            from .draft_model import DraftModelProposer, default_draft_kv_bytes
+
+            if draft_model is None:
+                raise ValueError("EngineConfig.speculation='draft_model': pass the loaded draft model "
+                                 "(LLMEngine(..., draft_model=m)) or build the engine with LLMEngine.from_config")
+            proposer = DraftModelProposer(
+                draft_model, target_vocab_size=model.config.vocab_size, tokenizer_vocab_size=tokenizer.vocab_size,
+                eos_token_ids=tokenizer.eos_token_ids, block_size=kv.block_size, max_num_seqs=config.max_num_seqs,
+                kv_cache_bytes=draft_kv_bytes or default_draft_kv_bytes(kv, draft_model.config, draft_model.dtype))
+        self.drafter = Drafter(config, tokenizer, proposer=proposer)
         # Rows: one per sequence, plus draft positions when speculating.
         max_rows = config.max_num_seqs * (1 + (self.drafter.max_draft_tokens if self.drafter.enabled else 0))
         self.runner = ModelRunner(model, kv, max_rows=max_rows, overlap_mask_fill=config.overlap_mask_fill)
@@ -94,8 +111,17 @@ class LLMEngine:
             torch.set_num_threads(threads)
         device = config.resolved_device
         max_len = min(config.max_model_len or _MAX_POSITIONS_CAP, _MAX_POSITIONS_CAP)
-        model = load_model(config.model, device, getattr(torch, config.resolved_dtype), max_positions=max_len)
-        return cls(config, model, load_tokenizer(config.model))
+        dtype = getattr(torch, config.resolved_dtype)
+        model = load_model(config.model, device, dtype, max_positions=max_len)
+        tokenizer = load_tokenizer(config.model)
+        draft = None
+        if config.speculation == "draft_model":
+            if config.draft_model == config.model:
+                draft = model               # self-drafting (a test of the path): share the weights
+            else:
+                check_draft_tokenizer(config.draft_model, tokenizer)
+                draft = load_model(config.draft_model, device, dtype, max_positions=max_len)
+        return cls(config, model, tokenizer, draft_model=draft)
 
     # ----- requests in -----
     def add_request(self, req: GenerateRequest) -> Sequence:
@@ -189,6 +215,7 @@ class LLMEngine:
                      failed: dict[str, str]) -> None:
         now = time.perf_counter()
         new_tokens = 0
+        drafting: list[Sequence] = []
         for sc, toks in zip(scheduled, sampled):
             seq = sc.seq
             if seq.is_finished:
@@ -215,7 +242,10 @@ class LLMEngine:
             new_tokens += len(commit)
             self._after_tokens(seq, commit)
             if not seq.is_finished and self.drafter.enabled:
-                self.drafter.propose(seq, self.max_model_len)
+                drafting.append(seq)
+        if drafting:
+            # After every commit of the step: a draft model proposes for all of them in one batch.
+            self.drafter.propose_batch(drafting, self.max_model_len)
         with self._stats_lock:
             self._generated += new_tokens
             self._forced = self.drafter.accepted_forced_tokens
@@ -274,6 +304,7 @@ class LLMEngine:
 
     def _finish(self, seq: Sequence, reason: str, error: str | None = None, visible: list[int] = ()) -> None:
         self.scheduler.finish(seq, reason, error)
+        self.drafter.release(seq)
         if seq.compile_future is not None and not seq.compile_future.done():
             seq.compile_future.cancel()
         self._seqs.pop(seq.request_id, None)
@@ -326,6 +357,19 @@ class LLMEngine:
     def close(self) -> None:
         self.runner.close()
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def check_draft_tokenizer(draft_path: str, tokenizer) -> None:
+    """ValueError when the draft model's folder has a vocabulary other than the target's (token -> id; chat
+    template and EOS may differ, e.g. a base model drafting for its instruct sibling). A folder without a
+    tokenizer is checked by vocabulary size only, when the engine is built."""
+    try:
+        draft_tok = load_tokenizer(draft_path)
+    except (FileNotFoundError, OSError, ValueError):
+        return
+    if draft_tok.hf.get_vocab(with_added_tokens=True) != tokenizer.hf.get_vocab(with_added_tokens=True):
+        raise ValueError(f"the draft model {draft_path!r} has another vocabulary than the target model "
+                         f"({draft_tok!r} vs {tokenizer!r}): a draft model must share the target's tokenizer")
 
 
 def load_tokenizer(model: str):

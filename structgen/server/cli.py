@@ -33,6 +33,16 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--max-num-seqs", type=int, default=None, help="engine: most sequences per batch")
     p.add_argument("--kv-cache-bytes", type=int, default=None, help="engine: KV pool size in bytes")
     p.add_argument("--max-model-len", type=int, default=None, help="engine: context length cap in tokens")
+    p.add_argument("--forced-runs", action=argparse.BooleanOptionalAction, default=None,
+                   help="engine: append the constraint's forced continuation without sampling (default: the "
+                        "engine's)")
+    p.add_argument("--speculation", choices=("off", "prompt_lookup", "draft_model"), default=None,
+                   help="engine: draft proposer, verified by the model (default: the engine's)")
+    p.add_argument("--draft-model", default=None,
+                   help="engine: model folder / GGUF file of a draft model of the same tokenizer (implies "
+                        "--speculation draft_model; the --model value drafts with the target's own weights)")
+    p.add_argument("--num-speculative-tokens", type=int, default=None,
+                   help="engine: most proposed tokens per step (k is adapted below it)")
     p.add_argument("--log-prompts", action="store_true", help="include prompt text in request logs (private!)")
     p.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
 
@@ -49,8 +59,13 @@ def server_config(args) -> ServerConfig:
 def engine_config(args):
     from ..engine.config import EngineConfig
 
+    speculation = args.speculation
+    if args.draft_model is not None and speculation is None:
+        speculation = "draft_model"
     extra = {k: v for k, v in (("max_num_seqs", args.max_num_seqs), ("kv_cache_bytes", args.kv_cache_bytes),
-                               ("max_model_len", args.max_model_len)) if v is not None}
+                               ("max_model_len", args.max_model_len), ("forced_runs", args.forced_runs),
+                               ("speculation", speculation), ("draft_model", args.draft_model),
+                               ("num_speculative_tokens", args.num_speculative_tokens)) if v is not None}
     return EngineConfig(model=args.model, device=args.device, **extra)
 
 
@@ -59,7 +74,11 @@ async def _serve(args) -> int:
     from .server import Server
 
     cfg = server_config(args)
-    engine = AsyncEngine.from_config(engine_config(args))
+    try:
+        engine = AsyncEngine.from_config(engine_config(args))
+    except (ValueError, FileNotFoundError) as e:   # e.g. a draft model of another tokenizer, a missing folder
+        print(f"structgen serve: {e}", file=sys.stderr)
+        return 2
     server = Server(engine, cfg)
     try:
         port = await server.start()
