@@ -34,6 +34,9 @@ class _Group:
     mask: torch.Tensor | None  # (G, 1, group*Qmax, L) additive float mask, or None when nothing is masked
     qmax: int
     contiguous: bool  # token_rows is exactly arange(T) reshaped: no gather/scatter of q and output needed
+    # One prompt chunk with no cached context: plain causal attention over its own tokens. SDPA's is_causal skips
+    # the upper triangle (about half the work of a long prefill) where an explicit mask would compute it all.
+    causal: bool = False
 
 
 @dataclass
@@ -95,7 +98,8 @@ def _build_group(rows, starts, query_lens, context_lens, block_tables, block_siz
     # causal within the new tokens: query j sees positions <= c + j
     allowed = pos[None, None, :] <= (cs[:, None] + torch.minimum(j[None, :], qs[:, None] - 1))[:, :, None]  # (G,Qmax,L)
     contiguous = rows == list(range(len(rows))) and len(rows) * qmax == t and bool(valid.all())
-    needs_mask = not bool(allowed.all())
+    causal = len(rows) == 1 and qmax > 1 and int(cs[0]) == 0
+    needs_mask = not causal and not bool(allowed.all())
     mask = None
     if needs_mask:
         folded = allowed.repeat(1, group_size, 1).unsqueeze(1)  # (G, 1, group*Qmax, L), index g*Qmax + j
@@ -109,6 +113,7 @@ def _build_group(rows, starts, query_lens, context_lens, block_tables, block_siz
         mask=mask,
         qmax=qmax,
         contiguous=contiguous,
+        causal=causal,
     )
 
 
@@ -124,9 +129,21 @@ def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: t
         n, qmax = g.token_rows.shape
         # NOTE: index_select, not advanced indexing: ~3x faster on CPU for these gathers.
         qg = q.view(n, qmax, hq, d) if g.contiguous else q.index_select(0, g.token_rows.view(-1))
+        length = g.kv_slots.shape[1]
+        if g.causal:
+            # (1, H, Q, D) unfolded: is_causal aligns queries and keys top-left, which the folded layout breaks.
+            kg = k_cache.index_select(0, g.kv_slots.view(-1)).view(1, length, hkv, d).transpose(1, 2)
+            vg = v_cache.index_select(0, g.kv_slots.view(-1)).view(1, length, hkv, d).transpose(1, 2)
+            o = F.scaled_dot_product_attention(qg.view(1, qmax, hq, d).transpose(1, 2), kg, vg, is_causal=True,
+                                               scale=scale, enable_gqa=grp > 1)  # (1, Hq, Q, D)
+            o = o.transpose(1, 2).reshape(qmax, hq, d)
+            if g.contiguous:
+                out.copy_(o)
+            else:
+                out[g.out_rows] = o
+            continue
         # fold the GQA group into the query axis so K/V need no repeat: (G, Hkv, grp*Qmax, D)
         qg = qg.view(n, qmax, hkv, grp, d).permute(0, 2, 3, 1, 4).reshape(n, hkv, grp * qmax, d)
-        length = g.kv_slots.shape[1]
         kg = k_cache.index_select(0, g.kv_slots.view(-1)).view(n, length, hkv, d).transpose(1, 2)  # (G, Hkv, L, D)
         vg = v_cache.index_select(0, g.kv_slots.view(-1)).view(n, length, hkv, d).transpose(1, 2)  # (G, Hkv, L, D)
         o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=g.mask, scale=scale)  # (G, Hkv, grp*Qmax, D)
