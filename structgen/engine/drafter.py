@@ -13,7 +13,7 @@ distribution. Forced tokens are verified too: a forced run the model would have 
 rejected position, never a changed output.
 
 Switches: EngineConfig.forced_runs and EngineConfig.speculation ("prompt_lookup" | "draft_model") turn drafting on
-for the server (num_speculative_tokens caps a proposal; AdaptiveDraftLength picks k below it). GenerateRequest.
+for the server (on by default: forced runs + prompt lookup) (num_speculative_tokens caps a proposal; AdaptiveDraftLength picks k below it). GenerateRequest.
 speculation: None follows the server, False opts the request out of forced runs and proposals, True asks for the
 server's proposer (prompt lookup when the server has no draft model) when the server drafts at all (forced_runs or
 speculation on).

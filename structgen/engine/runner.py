@@ -114,6 +114,12 @@ class ModelRunner:
                 cursor.fill_bitmask(row[:w])
                 if w < self.num_words:
                     row[w:] = 0
+                if j and not row[:w].any():
+                    # The drafts so far end the output (e.g. an accepted EOS): generation stops before this
+                    # row's sample is used, so let it sample anything rather than from an empty distribution.
+                    row[:] = -1
+                    dead = True
+                    continue
                 if j < n - 1:
                     if cursor.advance(drafts[j]):
                         advanced += 1

@@ -126,6 +126,20 @@ def test_rows_after_a_rejected_draft_do_not_break_sampling():
     assert cursor.history == []
 
 
+def test_rows_after_a_draft_that_ends_the_output_do_not_break_sampling():
+    # A draft ending in a token after which the constraint allows nothing (an accepted EOS): the rows past it are
+    # never used, and a sampled request must not fail on an empty distribution there.
+    r = make_runner()
+    cursor = SetCursor([{5}, {2}, set()])
+    s = decode_seq("s", 4, cursor=cursor, sampling=SamplingParams(temperature=1.0, seed=3))
+    s.draft_tokens = [5, 2]
+    s.block_table = [0, 1]
+    out = r.run([sched(s, drafts=2)])
+    assert out.sampled[0][:2] == [5, 2] and len(out.sampled[0]) == 3
+    assert not out.failed
+    assert cursor.history == []
+
+
 def test_seeded_sampling_is_the_same_alone_and_in_a_batch():
     sp = SamplingParams(temperature=1.5, seed=1234)
 
