@@ -4,12 +4,17 @@ Workload: extraction requests from the extraction dev set (schema + request text
 ~300-token instruction, the shape of a data-extraction pipeline. At each concurrency level C (default 1, 8, 32)
 C requests arrive at once; each system serves them, and we record:
 
-- output tokens/s (all output tokens / wall time of the level), TTFT and TPOT p50/p95 per request;
-- systems: ours unconstrained | ours constrained | ours constrained without the prefix cache |
-  transformers generate unconstrained | transformers generate + llguidance masking (the constrained peer).
+- output tokens/s (all output tokens / wall time of the level), TTFT and TPOT p50/p95 per request, model
+  forwards (engine steps) and mask time per step;
+- systems: ours (the default engine: prefix cache, forced runs, prompt lookup) unconstrained | ours constrained |
+  ours constrained without the prefix cache | ours constrained with drafting off (masking alone) | ours
+  unconstrained with drafting off, each request held to the length of its constrained-nodraft output
+  ("ours-matched": the same prompts, the same output token counts, no constraint: the reference for what
+  constraining costs) | transformers generate unconstrained | transformers generate + llguidance masking.
 
 Unconstrained runs ignore EOS and produce exactly --max-tokens tokens on both sides (equal work); constrained
 runs stop where the JSON ends (the schema decides the work) and every output is validated with jsonschema.
+Constrained rows are compared with ours-matched by wall time (same work), not by tok/s.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ class LevelResult:
     valid: int = 0
     checked: int = 0
     prefill_tokens: int | None = None
+    steps: int | None = None            # model forwards (engine steps) of the level
+    mask_s: float | None = None         # time spent filling and applying masks, summed over the level's steps
+    lengths: list[int] = field(default_factory=list)   # output tokens per request, in case order
 
     @property
     def tokens_per_s(self) -> float:
@@ -74,7 +82,8 @@ class LevelResult:
         return {"system": self.system, "concurrency": self.concurrency, "wall_s": self.wall_s,
                 "output_tokens": self.output_tokens, "tokens_per_s": self.tokens_per_s,
                 "ttft": S.summarize(self.ttft_s, (50, 95)), "tpot": S.summarize(self.tpot_s, (50, 95)),
-                "valid": self.valid, "checked": self.checked, "prefill_tokens": self.prefill_tokens}
+                "valid": self.valid, "checked": self.checked, "prefill_tokens": self.prefill_tokens,
+                "steps": self.steps, "mask_s": self.mask_s, "lengths": self.lengths}
 
 
 def load_cases(tokenizer, data_dir: Path, n: int) -> list[Case]:
@@ -103,23 +112,29 @@ def _valid(schema: dict, text: str) -> bool:
 
 
 # ----- ours -----
-def run_ours(engine, cases: list[Case], system: str, *, constrained: bool, max_tokens: int) -> LevelResult:
+def run_ours(engine, cases: list[Case], system: str, *, constrained: bool, max_tokens: int | list[int]) -> LevelResult:
+    """Serve `cases` at once. `max_tokens` is one limit for all, or one per case (ours-matched)."""
     from ..engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
 
-    sp = SamplingParams(max_tokens=max_tokens, ignore_eos=not constrained)
-    reqs = [GenerateRequest(f"{system}-{c.request_id}-{time.perf_counter_ns()}", c.prompt_ids, sp,
-                            ConstraintSpec("json_schema", c.schema) if constrained else None) for c in cases]
-    before = engine.stats().prefill_tokens
+    limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(cases)
+    reqs = [GenerateRequest(f"{system}-{c.request_id}-{time.perf_counter_ns()}", c.prompt_ids,
+                            SamplingParams(max_tokens=max(1, m), ignore_eos=not constrained),
+                            ConstraintSpec("json_schema", c.schema) if constrained else None)
+            for c, m in zip(cases, limits)]
+    before = engine.stats()
     t0 = time.perf_counter()
     outs = engine.generate(reqs)
     wall = time.perf_counter() - t0
-    res = LevelResult(system, len(cases), wall, 0, prefill_tokens=engine.stats().prefill_tokens - before)
+    after = engine.stats()
+    res = LevelResult(system, len(cases), wall, 0, prefill_tokens=after.prefill_tokens - before.prefill_tokens,
+                      steps=after.steps - before.steps, mask_s=after.mask_time_s - before.mask_time_s)
     for c, r in zip(cases, reqs):
         o = outs[r.request_id]
         if o.error:
             raise RuntimeError(f"{system}: request failed: {o.error}")
         n = o.usage.completion_tokens
         res.output_tokens += n
+        res.lengths.append(n)
         if o.timings.ttft_s is not None:
             res.ttft_s.append(o.timings.ttft_s)
             if n > 1:
@@ -209,14 +224,38 @@ def run_hf(model, hf_tok, lltok, cases: list[Case], system: str, *, constrained:
 
 
 # ----- the run -----
+# name -> (constrained, EngineConfig overrides); "ours-matched" takes its lengths from ours-constrained-nodraft.
+_NO_DRAFT = {"forced_runs": False, "speculation": "off"}
+OURS = {
+    "ours": (False, {}),
+    "ours-constrained": (True, {}),
+    "ours-constrained-nocache": (True, {"enable_prefix_cache": False}),
+    "ours-constrained-nodraft": (True, _NO_DRAFT),
+    "ours-matched": (False, _NO_DRAFT),
+}
+SYSTEMS = ("ours", "ours-constrained", "ours-constrained-nodraft", "ours-matched", "ours-constrained-nocache", "hf",
+           "hf-llguidance")
+
+
+def _order(systems: list[str]) -> list[str]:
+    """ours-matched runs right after the run whose lengths it copies."""
+    if "ours-matched" not in systems:
+        return systems
+    if "ours-constrained-nodraft" not in systems:
+        raise SystemExit("--systems: ours-matched needs ours-constrained-nodraft (it copies its output lengths)")
+    rest = [s for s in systems if s != "ours-matched"]
+    i = rest.index("ours-constrained-nodraft")
+    return rest[:i + 1] + ["ours-matched"] + rest[i + 1:]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_common, int_list
 
     add_common(p, "engine")
     p.add_argument("--concurrency", type=int_list, default=[1, 8, 32], help="comma-separated levels (default 1,8,32)")
     p.add_argument("--max-tokens", type=int, default=48, help="output tokens per request (unconstrained: exact)")
-    p.add_argument("--systems", default="ours,ours-constrained,ours-constrained-nocache,hf,hf-llguidance",
-                   help="comma-separated subset of the systems to run")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of the systems to run "
+                   "(ours-matched needs ours-constrained-nodraft)")
     p.add_argument("--model", default="default", help='"default" (SmolLM2-135M-Instruct) or a HF model folder')
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -235,7 +274,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    systems = _order([s.strip() for s in args.systems.split(",") if s.strip()])
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise SystemExit(f"--systems: unknown {unknown}; known: {', '.join(SYSTEMS)}")
     data_dir = args.data_dir or default_data_dir()
     tok = load_tokenizer(args.model)
     device = torch.device(args.device)
@@ -249,12 +291,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device, dtype)
     engines = {}
     kv_bytes = args.kv_mib << 20
-    for name, cache in (("ours", True), ("ours-constrained", True), ("ours-constrained-nocache", False)):
+    for name, (_, overrides) in OURS.items():
         if name in systems:
-            engines[name] = LLMEngine(EngineConfig(kv_cache_bytes=kv_bytes, enable_prefix_cache=cache,
-                                                   device=device.type, dtype=str(dtype).removeprefix("torch."),
+            engines[name] = LLMEngine(EngineConfig(kv_cache_bytes=kv_bytes, device=device.type,
+                                                   dtype=str(dtype).removeprefix("torch."),
                                                    max_num_seqs=max(levels), overlap_mask_fill=args.overlap,
-                                                   max_num_batched_tokens=max(2048, max(levels))), model, tok)
+                                                   max_num_batched_tokens=max(2048, max(levels)), **overrides),
+                                      model, tok)
     hf_model = hf_tok = lltok = None
     if any(s.startswith("hf") for s in systems):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -272,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Warm-up: first calls pay for lazy mask building and allocator growth; not part of any measurement.
     for name, eng in engines.items():
-        run_ours(eng, cases[:2], name + "-warmup", constrained="constrained" in name, max_tokens=4)
+        run_ours(eng, cases[:2], name + "-warmup", constrained=OURS[name][0], max_tokens=4)
     if hf_model is not None:
         run_hf(hf_model, hf_tok, lltok, cases[:2], "hf-warmup", constrained=lltok is not None, max_tokens=4,
                eos_id=eos_id)
@@ -280,13 +323,15 @@ def run(args: argparse.Namespace) -> int:
     results: list[LevelResult] = []
     for c in levels:
         batch = cases[:c]
+        level: dict[str, LevelResult] = {}
         for name in systems:
             # NOTE: each level starts with a cold prefix cache so that every level pays the instruction once.
             if name in engines:
                 eng = engines[name]
                 if eng.radix_cache is not None:
                     eng.radix_cache.evict(10 ** 9)
-                r = run_ours(eng, batch, name, constrained="constrained" in name, max_tokens=args.max_tokens)
+                limit = level["ours-constrained-nodraft"].lengths if name == "ours-matched" else args.max_tokens
+                r = run_ours(eng, batch, name, constrained=OURS[name][0], max_tokens=limit)
             elif name == "hf":
                 r = run_hf(hf_model, hf_tok, None, batch, name, constrained=False, max_tokens=args.max_tokens,
                            eos_id=eos_id)
@@ -296,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 raise SystemExit(f"unknown system {name!r}")
             results.append(r)
+            level[name] = r
             print(f"[bench engine] C={c} {name}: {r.output_tokens} tokens in {r.wall_s:.1f}s "
                   f"({r.tokens_per_s:.1f} tok/s)", file=sys.stderr, flush=True)
 
@@ -311,22 +357,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(results: list[LevelResult], levels: list[int]) -> str:
+    """One row per (system, level). `x transformers`: tok/s over transformers' (hf for unconstrained rows,
+    hf-llguidance for constrained ones). `matched wall / wall`: ours-matched's wall time over this row's, for
+    constrained rows that produced exactly ours-matched's token counts (>= 0.91 = within 10% of unconstrained)."""
     by = {(r.system, r.concurrency): r for r in results}
     rows = []
     for r in results:
-        hf = by.get(("hf-llguidance" if "constrained" in r.system else "hf", r.concurrency))
-        unc = by.get(("ours", r.concurrency))
+        constrained = r.system in OURS and OURS[r.system][0] or r.system == "hf-llguidance"
+        hf = by.get(("hf-llguidance" if constrained else "hf", r.concurrency))
+        matched = by.get(("ours-matched", r.concurrency))
+        same_work = matched is not None and constrained and r.system != "hf-llguidance" and \
+            r.lengths == matched.lengths
         rows.append([
             r.system, r.concurrency, r.output_tokens, S.fmt(r.tokens_per_s),
             S.fmt(S.percentile(r.ttft_s, 50), 1e3), S.fmt(S.percentile(r.ttft_s, 95), 1e3),
             S.fmt(S.percentile(r.tpot_s, 50), 1e3), S.fmt(S.percentile(r.tpot_s, 95), 1e3),
             "-" if r.prefill_tokens is None else r.prefill_tokens,
+            "-" if r.steps is None else r.steps,
+            "-" if not r.steps or r.mask_s is None else S.fmt(r.mask_s / r.steps, 1e3),
             f"{r.valid}/{r.checked}" if r.checked else "-",
             S.fmt_ratio(S.ratio(r.tokens_per_s, hf.tokens_per_s)) if hf and not r.system.startswith("hf") else "-",
-            S.fmt_ratio(S.ratio(r.tokens_per_s, unc.tokens_per_s)) if unc and r.system.startswith("ours-c") else "-",
+            S.fmt_ratio(S.ratio(matched.wall_s, r.wall_s)) if same_work else "-",
         ])
     headers = ["system", "C", "out tok", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "TPOT p50 ms", "TPOT p95 ms",
-               "prefilled", "valid", "x transformers", "x ours unconstrained"]
+               "prefilled", "forwards", "mask ms/step", "valid", "x transformers", "matched wall / wall"]
     return markdown_table(headers, rows)
 
 
