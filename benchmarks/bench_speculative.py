@@ -39,9 +39,10 @@ INSTRUCTION = (
     "the JSON Schema. Copy values from the text exactly when they appear there; use the formats the schema's "
     "descriptions ask for. Answer with one JSON object and nothing else."
 )
+# Every config names both switches: the engine's defaults (forced runs + prompt lookup on) must not leak into base.
 CONFIGS = {
-    "base": {},
-    "forced": {"forced_runs": True},
+    "base": {"forced_runs": False, "speculation": "off"},
+    "forced": {"forced_runs": True, "speculation": "off"},
     "forced+lookup": {"forced_runs": True, "speculation": "prompt_lookup"},
     "forced+draft": {"forced_runs": True, "speculation": "draft_model"},   # needs --draft-model
 }

@@ -197,7 +197,7 @@ def _run(engine, reqs):
 
 
 def test_tiny_greedy_outputs_match_plain_decoding_and_draft_kv_is_released(tok, tiny):
-    base = LLMEngine(EngineConfig(kv_cache_bytes=8 << 20), tiny, tok)
+    base = LLMEngine(EngineConfig(kv_cache_bytes=8 << 20, forced_runs=False, speculation="off"), tiny, tok)
     want = [o.token_ids for o in _run(base, _mixed_requests(tok, "base"))]
     base.close()
     for forced in (False, True):
@@ -216,7 +216,7 @@ def test_tiny_greedy_outputs_match_plain_decoding_and_draft_kv_is_released(tok, 
 
 def test_preemption_under_a_tiny_target_kv_budget_keeps_outputs(tok, tiny):
     eight_blocks = 8 * 2 * tiny.config.num_layers * 16 * tiny.config.num_kv_heads * tiny.config.head_dim * 4
-    base = LLMEngine(EngineConfig(kv_cache_bytes=eight_blocks, enable_prefix_cache=False), tiny, tok)
+    base = LLMEngine(EngineConfig(kv_cache_bytes=eight_blocks, enable_prefix_cache=False, forced_runs=False, speculation="off"), tiny, tok)
     want = [o.token_ids for o in _run(base, _mixed_requests(tok, "p", opt_out=False))]
     base.close()
     eng = LLMEngine(EngineConfig(kv_cache_bytes=eight_blocks, enable_prefix_cache=False, forced_runs=True,
@@ -265,7 +265,7 @@ def test_draft_kv_goes_back_on_abort(tok, tiny):
 
 def test_no_spare_draft_kv_means_no_drafts_not_errors(tok, tiny):
     """One draft KV block for five sequences: at most one drafts at a time, the others decode plainly."""
-    base = LLMEngine(EngineConfig(kv_cache_bytes=8 << 20), tiny, tok)
+    base = LLMEngine(EngineConfig(kv_cache_bytes=8 << 20, forced_runs=False, speculation="off"), tiny, tok)
     want = [o.token_ids for o in _run(base, _mixed_requests(tok, "b", opt_out=False))]
     base.close()
     other = tiny_model(seed=1)
@@ -324,7 +324,7 @@ def test_greedy_outputs_are_identical_with_a_draft_model(model, tok, tiny):
     cases = _real_cases(tok)
     runs, usage, drafters = {}, {}, {}
     # draft KV for every sequence (the default would hold a quarter of the target's tokens with equal models).
-    configs = [("base", {}, None),
+    configs = [("base", {"forced_runs": False, "speculation": "off"}, None),
                ("self", {"forced_runs": True, "speculation": "draft_model", "draft_model": "default"}, model),
                ("random", {"forced_runs": True, "speculation": "draft_model", "draft_model": "tiny"}, tiny)]
     for name, cfg, draft in configs:

@@ -149,6 +149,8 @@ def _engine(model, tok, **cfg):
     from structgen.engine.engine import LLMEngine
 
     cfg.setdefault("kv_cache_bytes", 256 << 20)
+    cfg.setdefault("forced_runs", False)        # plain decoding unless asked: the reference must not draft
+    cfg.setdefault("speculation", "off")
     return LLMEngine(EngineConfig(**cfg), model, tok)
 
 

@@ -42,8 +42,15 @@ def model_and_tokenizer():
     return load_model("default", "cpu"), default_tokenizer()
 
 
+DRAFTING = {"forced_runs": True, "speculation": "prompt_lookup"}   # the engine's defaults, spelled out
+
+
 def make_engine(model_and_tokenizer, **cfg) -> LLMEngine:
+    """Plain decoding unless the test passes DRAFTING: reference outputs must come from an engine that does not
+    draft, whatever EngineConfig's defaults are."""
     cfg.setdefault("kv_cache_bytes", 128 << 20)
+    cfg.setdefault("forced_runs", False)
+    cfg.setdefault("speculation", "off")
     model, tok = model_and_tokenizer
     return LLMEngine(EngineConfig(**cfg), model, tok)
 
@@ -120,7 +127,7 @@ def check_constrained(kind, value, text):
 
 def test_32_mixed_requests_in_one_run(model_and_tokenizer):
     _, tok = model_and_tokenizer
-    eng = make_engine(model_and_tokenizer, max_num_seqs=32)
+    eng = make_engine(model_and_tokenizer, max_num_seqs=32, **DRAFTING)     # as the server runs by default
     reqs, specs = [], {}
     for i, (schema, user) in enumerate(extraction_cases(8)):
         reqs.append(GenerateRequest(f"x{i}", chat(tok, user), SamplingParams(max_tokens=128),
@@ -158,7 +165,7 @@ def test_32_mixed_requests_in_one_run(model_and_tokenizer):
 
 def test_same_seed_same_output_alone_and_in_a_batch(model_and_tokenizer):
     _, tok = model_and_tokenizer
-    eng = make_engine(model_and_tokenizer, enable_prefix_cache=False)
+    eng = make_engine(model_and_tokenizer, enable_prefix_cache=False, **DRAFTING)
     sp = SamplingParams(temperature=0.9, top_p=0.95, seed=42, max_tokens=16)
     target = GenerateRequest("t", chat(tok, "Invent a name for a cat.", system="Be brief."), sp)
     alone = eng.generate([target])["t"]
@@ -262,7 +269,7 @@ def test_preemption_under_a_tiny_kv_budget_is_still_correct(model_and_tokenizer)
 
     roomy = make_engine(model_and_tokenizer).generate(reqs())
     per_block = KVCache.bytes_per_block(model.config, 16, model.dtype)
-    tiny = make_engine(model_and_tokenizer, kv_cache_bytes=12 * per_block, max_num_seqs=6)
+    tiny = make_engine(model_and_tokenizer, kv_cache_bytes=12 * per_block, max_num_seqs=6, **DRAFTING)
     assert tiny.kv.num_blocks == 12            # ~6 blocks per request at peak: 6 requests need 36
     got = tiny.generate(reqs())
     assert tiny.stats().preemptions > 0
