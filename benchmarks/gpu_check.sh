@@ -2,7 +2,8 @@
 # The CUDA check of issue 3, for a GPU machine with no network (torch, triton and transformers installed; other
 # wheels carried in). Runs the CUDA tests, then the decode-step micro-benchmark and the engine benchmark with a
 # SmolLM2-1.7B-shaped Llama config (random weights, the real tokenizer), and writes every table to OUT_DIR.
-# Budget: under 8 minutes in all (each step has its own timeout; a step that fails or times out is recorded and
+# Then issue 6's speculative benchmark with a random SmolLM2-135M-shaped draft model.
+# Budget: under 10 minutes in all (each step has its own timeout; a step that fails or times out is recorded and
 # the script goes on).
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR
@@ -14,6 +15,7 @@
 #   GPU_CHECK_DEVICE         default cuda; `cpu` (with GPU_CHECK_CONFIG, a small config.json) dry-runs the
 #                            script's plumbing on a machine without a GPU
 #   GPU_CHECK_CONFIG         a config.json to use instead of the SmolLM2-1.7B shape
+#   GPU_CHECK_DRAFT_CONFIG   a config.json for the draft model instead of the SmolLM2-135M shape
 set -uo pipefail
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 cd "$(dirname "$0")/.."
@@ -66,7 +68,7 @@ note ""
 note "## steps"
 if "$PY" -c "import pytest" 2>/dev/null; then
   step cuda_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m cuda -rs \
-    tests/kernels/test_attention.py tests/kernels/test_bitmask.py tests/engine/test_model.py
+    tests/kernels/test_attention.py tests/kernels/test_bitmask_kernel.py tests/engine/test_model.py
   tail -n 5 "$OUT/cuda_tests.log" | sed 's/^/    /' >> "$SUMMARY"
 else
   note "- cuda_tests: SKIPPED (pytest is not installed)"
@@ -117,7 +119,7 @@ step model_step 100 "$PY" benchmarks/bench_model_step.py --random-weights "$OUT/
 note ""
 HELP=$("$PY" -m structgen.cli bench engine --help 2>&1 || true)
 if echo "$HELP" | grep -q -- "--model" && echo "$HELP" | grep -q -- "--device"; then
-  LEFT=$(( 470 - ($(date +%s) - START) ))
+  LEFT=$(( 400 - ($(date +%s) - START) ))
   [ $LEFT -lt 60 ] && LEFT=60
   step engine_bench "$LEFT" "$PY" -m structgen.cli bench engine --model "$MODEL_DIR" --device "$DEVICE" \
     --concurrency 1,8,32 --max-tokens 64 --systems ours,ours-constrained,hf --out "$OUT/engine" --no-progress
@@ -126,6 +128,46 @@ else
   note "- engine_bench: SKIPPED (structgen bench engine has no --model/--device options in this build)"
 fi
 
+# 5. Issue 6 on the GPU: base vs forced runs vs + prompt lookup vs + a draft model, the draft a random model of
+#    SmolLM2-135M's shape with the same tokenizer (random weights on both sides: acceptance says little; the
+#    forwards per token and the cost of the draft path are what this measures).
+DRAFT_DIR="$OUT/random-smollm2-135m"
+mkdir -p "$DRAFT_DIR"
+"$PY" - "$OUT/model_config.json" "$DRAFT_DIR/config.json" <<'EOF'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+cfg.update({"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+            "num_key_value_heads": 3, "head_dim": 64})
+json.dump(cfg, open(sys.argv[2], "w"))
+EOF
+[ -n "${GPU_CHECK_DRAFT_CONFIG:-}" ] && cp "$GPU_CHECK_DRAFT_CONFIG" "$DRAFT_DIR/config.json"
+note ""
+LEFT=$(( 530 - ($(date +%s) - START) ))
+if [ $LEFT -ge 45 ] && step make_random_draft 60 "$PY" - "$DRAFT_DIR" "$DEVICE" "$MODEL_DIR" <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+from benchmarks.bench_model_step import random_hf_tensors
+
+out, src = Path(sys.argv[1]), Path(sys.argv[3])
+tensors = random_hf_tensors(json.loads((out / "config.json").read_text()), seed=1, device=sys.argv[2],
+                            dtype=torch.bfloat16)
+save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"))
+for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    if (src / name).is_file():
+        shutil.copy(src / name, out / name)
+EOF
+then
+  LEFT=$(( 540 - ($(date +%s) - START) ))
+  step speculative_bench "$LEFT" "$PY" benchmarks/bench_speculative.py --model "$MODEL_DIR" --device "$DEVICE" \
+    --draft-model "$DRAFT_DIR" --extraction 8 --schemas 0 --concurrency 1,8 --max-tokens 64 --threads 0
+  grep -E '^(#|\|)' "$OUT/speculative_bench.log" >> "$SUMMARY"
+else
+  note "- speculative_bench: SKIPPED (not enough of the time budget left)"
+fi
+
 rm -f "$MODEL_DIR/model.safetensors"  # 3.4 GB of random numbers: not worth bringing back
+rm -f "$DRAFT_DIR/model.safetensors"
 note ""
 note "total $(( $(date +%s) - START )) s"

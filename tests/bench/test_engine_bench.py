@@ -43,3 +43,7 @@ def test_a_script_run_records_the_script(monkeypatch):
     assert command_line() == ".venv/bin/python benchmarks/bench_engine.py --concurrency 1,8"
     monkeypatch.setattr(sys, "argv", ["/x/bin/structgen", "bench", "engine"])
     assert command_line() == "structgen bench engine"
+    import structgen.cli
+
+    monkeypatch.setattr(sys, "argv", [structgen.cli.__file__, "bench", "engine"])     # python -m structgen.cli
+    assert command_line() == "structgen bench engine"
