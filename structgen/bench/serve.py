@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="deadline per request, seconds")
     p.add_argument("--baseline", choices=["none", "hf"], default="none",
                    help="hf: the same prompts through transformers generate in-process, for comparison")
+    p.add_argument("--baseline-requests", type=int, default=None,
+                   help="requests for the hf baseline (default: --requests; it runs one at a time, ~14 tok/s)")
     add_common(p, "serve")
 
 
@@ -202,8 +204,10 @@ def _start_local_server():
 def run(args: argparse.Namespace) -> int:
     from structgen import AsyncClient
 
-    if args.requests is not None and args.requests < 1 or args.duration is not None and args.duration <= 0:
-        print("structgen bench serve: --requests must be >= 1 and --duration > 0", file=sys.stderr)
+    if args.requests is not None and args.requests < 1 or args.duration is not None and args.duration <= 0 or \
+            args.baseline_requests is not None and args.baseline_requests < 1:
+        print("structgen bench serve: --requests and --baseline-requests must be >= 1 and --duration > 0",
+              file=sys.stderr)
         return 2
     try:
         items = load_extraction(args.workload or (default_data_dir() / "extraction" / "dev"))
@@ -245,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             server.stop()
     if args.baseline == "hf":
-        n = n_requests if args.duration is None else len(items)  # a time budget has no count: one pass
+        n = args.baseline_requests or (n_requests if args.duration is None else len(items))  # a duration: one pass
         s = run_hf_baseline(items, n, args.max_tokens, progress=not args.no_progress)
         levels.append(("hf generate (in-process, unconstrained)", 1, s))
         records.append({"type": "level", "engine": "hf", "concurrency": 1, **s})
@@ -253,7 +257,9 @@ def run(args: argparse.Namespace) -> int:
     write_jsonl(out / "results.jsonl", records)
     note = (f"Workload: {len(items)} extraction items (SDK extraction prompt, JSON Schema constraint), "
             f"max_tokens {args.max_tokens}, {n_requests if args.duration is None else f'{args.duration:g} s'} per level. "
-            "TTFT: first streamed text; TPOT: (e2e - TTFT) / (output tokens - 1); valid: jsonschema, formats checked.")
+            "TTFT: first streamed text; TPOT: (e2e - TTFT) / (output tokens - 1); valid: jsonschema, formats checked."
+            + (f" The hf line: {levels[-1][2]['requests']} of the same prompts through transformers generate, one at "
+               "a time, unconstrained, greedy, same max_tokens." if args.baseline == "hf" else ""))
     md = render_markdown(levels, header, note)
     (out / "summary.md").write_text(md)
     print(md)
