@@ -258,7 +258,7 @@ class LLMEngine:
         sp = seq.sampling
         visible = []
         reason = None
-        for t in tokens:
+        for i, t in enumerate(tokens):
             try:
                 ok = seq.cursor is None or seq.cursor.advance(t)
             except Exception as e:  # noqa: BLE001 - e.g. ConstraintTooComplexError on a lazily built state
@@ -269,16 +269,23 @@ class LLMEngine:
                 return
             if t in self.eos_token_ids and not sp.ignore_eos:
                 reason = "stop"
+            else:
+                visible.append(t)
+                seq.detokenizer.add((t,))
+                if seq.detokenizer.stopped:
+                    reason = "stop"
+                elif seq.cursor is not None and seq.cursor.is_terminated():
+                    reason = "stop"             # nothing but EOS can follow: plain decoding skips the EOS step
+            if reason is not None:
+                if i < len(tokens) - 1:
+                    # A verified draft ended the output and the same forward produced tokens past the end (the
+                    # bonus token after a drafted EOS, or the model's EOS). Plain decoding never runs those steps:
+                    # drop them, so that usage and token ids match decoding without drafts exactly.
+                    del seq.token_ids[len(seq.token_ids) - (len(tokens) - 1 - i):]
+                    seq.num_computed_tokens = min(seq.num_computed_tokens, seq.num_tokens)
                 break
-            visible.append(t)
-        seq.detokenizer.add(visible)
-        if reason is None:
-            if seq.detokenizer.stopped:
-                reason = "stop"
-            elif seq.cursor is not None and seq.cursor.is_terminated():
-                reason = "stop"                 # nothing but EOS can follow: skip the EOS step
-            elif seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len:
-                reason = "length"
+        if reason is None and (seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len):
+            reason = "length"
         if reason is not None:
             self._finish(seq, reason, visible=visible)
         else:

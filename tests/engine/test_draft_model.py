@@ -337,7 +337,7 @@ def test_greedy_outputs_are_identical_with_a_draft_model(model, tok, tiny):
             reqs.append(GenerateRequest(f"{name}-{i}", prompt, SamplingParams(max_tokens=40),
                                         ConstraintSpec(kind, value) if kind else None, speculation=spec))
         outs = _run(eng, reqs)
-        runs[name] = [o.token_ids for o in outs]
+        runs[name] = [(o.token_ids, o.finish_reason, o.usage.completion_tokens) for o in outs]
         usage[name] = [o.usage for o in outs]
         for (kind, value, _), o in zip(cases, outs):
             assert o.finish_reason in ("stop", "length"), (o.finish_reason, o.error)
@@ -354,7 +354,8 @@ def test_greedy_outputs_are_identical_with_a_draft_model(model, tok, tiny):
         eng.close()
     for name in ("self", "random"):
         diffs = [i for i, (a, b) in enumerate(zip(runs["base"], runs[name])) if a != b]
-        assert not diffs, f"{name}: greedy outputs differ from plain decoding for cases {diffs}"
+        assert not diffs, (f"{name}: greedy outputs differ from plain decoding for cases {diffs}: "
+                           f"{[(runs['base'][i], runs[name][i]) for i in diffs[:2]]}")
         for i, u in enumerate(usage[name]):
             if i % 4 == 3:
                 assert u.forced_tokens == 0 and u.draft_accepted_tokens == 0, "an opted-out request speculated"

@@ -216,7 +216,10 @@ def test_greedy_outputs_are_identical_with_forced_runs_and_prompt_lookup(model, 
             reqs.append(GenerateRequest(f"{name}-{i}", prompt, SamplingParams(max_tokens=64),
                                         ConstraintSpec(kind, value), speculation=spec))
         outs = eng.generate(reqs)
-        runs[name] = [outs[r.request_id].token_ids for r in reqs]
+        # Token ids, the finish reason and the completion count: a draft that ends the output must stop where plain
+        # decoding stops (no extra EOS step counted).
+        runs[name] = [(outs[r.request_id].token_ids, outs[r.request_id].finish_reason,
+                       outs[r.request_id].usage.completion_tokens) for r in reqs]
         usage[name] = [outs[r.request_id].usage for r in reqs]
         for (kind, value, _), r in zip(cases, reqs):
             o = outs[r.request_id]

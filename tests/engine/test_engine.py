@@ -375,3 +375,31 @@ def test_drafts_are_verified_and_only_agreed_tokens_committed(model_and_tokenize
     m = eng.radix_cache.match_prefix(full + [0])
     assert m.num_tokens == (len(full) - 1) // 16 * 16
     assert eng.radix_cache.num_blocks == m.num_tokens // 16       # no page of rejected drafts anywhere
+
+
+def test_a_draft_that_runs_past_the_end_is_cut_where_plain_decoding_stops(model_and_tokenizer):
+    """Drafts accepted past a stop string, or past the end the constraint allows, are dropped: the same tokens,
+    text, finish reason and completion count as without drafts."""
+    _, tok = model_and_tokenizer
+    prompt = chat(tok, "Repeat this list exactly: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14.", system="Be brief.")
+    sp_stop = SamplingParams(max_tokens=40, stop=["9,"])
+    doc = "Ticket 4471: the printer on floor 3 is out of toner. Reported by Dana Whitfield."
+    sp_json = SamplingParams(max_tokens=48)
+    # The output ends in a forced run (`, "status": "open"}` after the number): the forward that verifies it also
+    # yields the model's EOS, one step plain decoding never runs.
+    schema = {"type": "object", "properties": {"ticket": {"type": "integer"}, "status": {"const": "open"}},
+              "required": ["ticket", "status"], "additionalProperties": False}
+
+    def run(**cfg):
+        eng = make_engine(model_and_tokenizer, **cfg)
+        outs = eng.generate([GenerateRequest("s", prompt, sp_stop),
+                             GenerateRequest("j", chat(tok, doc), sp_json, ConstraintSpec("json_schema", schema))])
+        eng.close()
+        return {k: (o.token_ids, o.text, o.finish_reason, o.usage.completion_tokens) for k, o in outs.items()}, outs
+
+    plain, _ = run()
+    drafted, outs = run(**DRAFTING, num_speculative_tokens=8)
+    assert outs["s"].usage.draft_accepted_tokens > 0 and outs["j"].usage.forced_tokens > 0   # drafting happened
+    assert plain["s"][2] == "stop" and "9," not in plain["s"][1]             # the stop string ended it
+    assert drafted == plain
+    check_constrained("json_schema", schema, outs["j"].text)
