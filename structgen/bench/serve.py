@@ -54,6 +54,7 @@ class RequestResult:
     ttft_s: float | None = None
     output_tokens: int = 0
     valid: bool | None = None   # None when there was no output to check
+    finish_reason: str | None = None    # "stop" | "length" (cut by max_tokens: not complete JSON)
 
 
 def check_json(schema: dict, text: str) -> bool:
@@ -80,7 +81,7 @@ async def one_request(client, item: ExtractionItem, max_tokens: int, timeout: fl
     task = ExtractionTask.of(item.schema)
     t0 = time.perf_counter()
     ttft = None
-    text, usage = [], None
+    text, usage, finish = [], None, None
     try:
         async for delta in client.stream(messages=task.messages(item.text), json_schema=item.schema,
                                          max_tokens=max_tokens, timeout=timeout):
@@ -89,11 +90,13 @@ async def one_request(client, item: ExtractionItem, max_tokens: int, timeout: fl
             text.append(delta.text)
             if delta.usage is not None:
                 usage = delta.usage
+            if delta.finish_reason is not None:
+                finish = delta.finish_reason
     except Exception as e:  # a typed SDK error, or a broken connection: counted by status
         return RequestResult(False, _status_of(e), time.perf_counter() - t0, ttft)
     e2e = time.perf_counter() - t0
     out = usage.completion_tokens if usage else 0
-    return RequestResult(True, "OK", e2e, ttft, out, check_json(item.schema, "".join(text)))
+    return RequestResult(True, "OK", e2e, ttft, out, check_json(item.schema, "".join(text)), finish)
 
 
 async def run_level(client, items: list[ExtractionItem], concurrency: int, *, requests: int | None,
@@ -146,7 +149,11 @@ def summarize_level(results: list[RequestResult], wall_s: float) -> dict:
             "ttft": stats.summarize([r.ttft_s for r in ok if r.ttft_s is not None], LATENCY_QUANTILES),
             "tpot": stats.summarize(tpot, LATENCY_QUANTILES),
             "e2e": stats.summarize([r.e2e_s for r in ok], LATENCY_QUANTILES),
-            "valid": sum(1 for r in checked if r.valid), "checked": len(checked), "errors": errors}
+            "valid": sum(1 for r in checked if r.valid), "checked": len(checked), "errors": errors,
+            # Outputs cut by max_tokens, and finished ("stop") outputs that are not valid: the latter is the
+            # number that must stay 0 for a constrained server.
+            "length": sum(1 for r in ok if r.finish_reason == "length"),
+            "invalid_finished": sum(1 for r in checked if not r.valid and r.finish_reason != "length")}
 
 
 def run_hf_baseline(items: list[ExtractionItem], n: int, max_tokens: int, progress: bool = True) -> dict:
@@ -170,7 +177,8 @@ def run_hf_baseline(items: list[ExtractionItem], n: int, max_tokens: int, progre
         prompt = tokenizer.encode(tokenizer.apply_chat_template(ExtractionTask.of(item.schema).messages(item.text)))
         g = gen.generate(prompt, None, max_tokens)
         results.append(RequestResult(g.finish_reason != "error", "OK" if g.finish_reason != "error" else "error",
-                                     g.gen_s, None, g.output_tokens, check_json(item.schema, g.text)))
+                                     g.gen_s, None, g.output_tokens, check_json(item.schema, g.text),
+                                     g.finish_reason))
     return summarize_level(results, time.perf_counter() - t0)
 
 
@@ -178,7 +186,7 @@ def render_markdown(levels: list[tuple[str, int, dict]], header: dict, note: str
     ms = 1e3
     headers = ["engine", "concurrency", "requests", "ok", "req/s", "out tok/s", "TTFT p50 ms", "TTFT p95 ms",
                "TTFT p99 ms", "TPOT p50 ms", "TPOT p95 ms", "TPOT p99 ms", "e2e p50 s", "e2e p95 s", "e2e p99 s",
-               "valid", "errors"]
+               "valid", "cut by max_tokens", "finished but invalid", "errors"]
     rows = []
     for name, c, s in levels:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors"].items())) or "0"
@@ -186,7 +194,8 @@ def render_markdown(levels: list[tuple[str, int, dict]], header: dict, note: str
                      stats.fmt(s["ttft"]["p50"], ms), stats.fmt(s["ttft"]["p95"], ms), stats.fmt(s["ttft"]["p99"], ms),
                      stats.fmt(s["tpot"]["p50"], ms), stats.fmt(s["tpot"]["p95"], ms), stats.fmt(s["tpot"]["p99"], ms),
                      stats.fmt(s["e2e"]["p50"]), stats.fmt(s["e2e"]["p95"]), stats.fmt(s["e2e"]["p99"]),
-                     f"{s['valid']}/{s['checked']} ({stats.fmt_pct(s['valid'], s['checked'])})", errors])
+                     f"{s['valid']}/{s['checked']} ({stats.fmt_pct(s['valid'], s['checked'])})",
+                     s.get("length", "-"), s.get("invalid_finished", "-"), errors])
     return "\n".join(["## Serving benchmark", header_markdown(header), "", note, "",
                       markdown_table(headers, rows)]) + "\n"
 

@@ -20,8 +20,8 @@ class Overloaded(Exception):
 
 
 class FakeDelta:
-    def __init__(self, text, usage=None):
-        self.text, self.usage = text, usage
+    def __init__(self, text, usage=None, finish_reason=None):
+        self.text, self.usage, self.finish_reason = text, usage, finish_reason
 
 
 class FakeUsage:
@@ -48,7 +48,7 @@ class FakeClient:
             for piece in ['{"city":', '"Oslo"', "}"]:
                 await asyncio.sleep(self.delay)
                 yield FakeDelta(piece)
-            yield FakeDelta("", FakeUsage())
+            yield FakeDelta("", FakeUsage(), "stop")
         finally:
             self.in_flight -= 1
 
@@ -79,7 +79,7 @@ def test_duration_mode_stops_issuing_after_the_time():
 
 
 def test_summary_math_and_table():
-    rs = [RequestResult(True, "OK", 1.0, 0.2, 9, True), RequestResult(True, "OK", 2.0, 0.4, 17, False),
+    rs = [RequestResult(True, "OK", 1.0, 0.2, 9, True, "stop"), RequestResult(True, "OK", 2.0, 0.4, 17, False, "length"),
           RequestResult(False, "DEADLINE_EXCEEDED", 5.0)]
     s = summarize_level(rs, 4.0)
     assert s["req_per_s"] == pytest.approx(0.5) and s["out_tok_per_s"] == pytest.approx(6.5)
@@ -87,4 +87,6 @@ def test_summary_math_and_table():
     md = render_markdown([("structgen", 8, s)], {"command": "c", "date": "d", "commit": "x", "cpu": "c", "cores": 2,
                                                  "gpu": "none"}, "note")
     row = next(x for x in md.splitlines() if x.startswith("| structgen |"))
-    assert "| 1/2 (50.0%) | DEADLINE_EXCEEDED: 1 |" in row
+    assert "| 1/2 (50.0%) | 1 | 0 | DEADLINE_EXCEEDED: 1 |" in row   # the invalid one was cut by max_tokens
+    s2 = summarize_level([RequestResult(True, "OK", 1.0, 0.2, 9, False, "stop")], 1.0)
+    assert (s2["length"], s2["invalid_finished"]) == (0, 1)
