@@ -34,6 +34,7 @@ from ..kernels.bitmask import apply_token_bitmask_inplace
 from .block_manager import BlockManager
 from .forward_batch import build_forward_batch
 from .kv_cache import KVCache
+from .runner import MaskBuffer
 from .sequence import Sequence, SequenceStatus
 
 # Tokens the catch-up forward may process in one call (a new sequence's whole prompt goes through it once);
@@ -137,18 +138,10 @@ class DraftModelProposer:
         self.block_manager = BlockManager(self.kv.num_blocks, block_size)
         self.max_catchup_tokens = max_catchup_tokens
         self._states: dict[Sequence, _DraftKV] = {}
-        self._alloc_mask(max_num_seqs)
+        self._masks = MaskBuffer(max_num_seqs, self.num_words, self.device)   # a call fills rows [0, B)
         # Counters.
         self.num_forwards = 0
         self.proposed_tokens = 0
-
-    def _alloc_mask(self, rows: int) -> None:
-        # NOTE: one host buffer (pinned on CUDA) for every step's mask rows; a call fills rows [0, B).
-        self._mask_host = torch.zeros((rows, self.num_words), dtype=torch.int32,
-                                      pin_memory=self.device.type == "cuda")  # (R, W) int32
-        self._mask_np = self._mask_host.numpy()
-        self._mask_dev = self._mask_host if self.device.type == "cpu" else torch.empty_like(
-            self._mask_host, device=self.device)
 
     @property
     def num_tracked(self) -> int:
@@ -251,10 +244,10 @@ class DraftModelProposer:
 
         logits: (len(rows), V_draft) float32 on the draft model's device; rows already done are skipped."""
         n = len(rows)
-        if n > self._mask_host.shape[0]:
-            self._alloc_mask(max(n, 2 * self._mask_host.shape[0]))
+        if n > self._masks.num_rows:
+            self._masks = MaskBuffer(max(n, 2 * self._masks.num_rows), self.num_words, self.device)
         logits = logits[:, :self.vocab_limit]                                 # (n, V) view
-        buf = self._mask_np
+        buf = self._masks.np
         constrained = False
         for j, row in enumerate(rows):
             cursor = row.cursor
@@ -274,11 +267,7 @@ class DraftModelProposer:
                 row.done = True
                 buf[j] = -1
         if constrained:
-            mask = self._mask_host[:n]
-            if self.device.type != "cpu":
-                self._mask_dev[:n].copy_(mask, non_blocking=True)
-                mask = self._mask_dev[:n]
-            apply_token_bitmask_inplace(logits, mask)
+            apply_token_bitmask_inplace(logits, self._masks.on_device(n))
         best, ids = logits.max(dim=-1)                                        # (n,), (n,)
         picks = ids.masked_fill(~torch.isfinite(best), -1).tolist()          # one host sync; -1 = none allowed
         for row, tok in zip(rows, picks):

@@ -13,10 +13,10 @@ distribution. Forced tokens are verified too: a forced run the model would have 
 rejected position, never a changed output.
 
 Switches: EngineConfig.forced_runs and EngineConfig.speculation ("prompt_lookup" | "draft_model") turn drafting on
-for the server (on by default: forced runs + prompt lookup) (num_speculative_tokens caps a proposal; AdaptiveDraftLength picks k below it). GenerateRequest.
-speculation: None follows the server, False opts the request out of forced runs and proposals, True asks for the
-server's proposer (prompt lookup when the server has no draft model) when the server drafts at all (forced_runs or
-speculation on).
+for the server; both are on by default (forced runs + prompt lookup). num_speculative_tokens caps a proposal and
+AdaptiveDraftLength picks k below it. GenerateRequest.speculation: None follows the server, False opts the request
+out of forced runs and proposals, True asks for the server's proposer (prompt lookup when the server has no draft
+model) when the server drafts at all (forced_runs or speculation on).
 
 Counters: accepted forced tokens go to `seq.num_forced_tokens`, accepted proposals to `seq.num_draft_accepted`;
 every other output token was sampled.
@@ -154,10 +154,10 @@ class Drafter:
         asks: list[DraftRequest] = []
         for seq in seqs:
             self.propose(seq, max_model_len)
-            if self.proposer is None or seq.is_finished or seq.request.speculation is False:
+            if self.proposer is None or seq.is_finished:
                 continue
             st = self._state(seq)
-            if st.draft_length is None:
+            if st.draft_length is None:     # this request has no proposer (e.g. it opted out)
                 continue
             k_adaptive = st.draft_length.k()
             if k_adaptive == 0:

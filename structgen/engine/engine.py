@@ -65,13 +65,10 @@ class LLMEngine:
         # (structgen/engine/drafter.py).
         from .drafter import Drafter
 
-        proposer = None
-        if config.speculation == "draft_model":
+        proposer = None                 # without one, Drafter refuses speculation="draft_model"
+        if config.speculation == "draft_model" and draft_model is not None:
             from .draft_model import DraftModelProposer, default_draft_kv_bytes
 
-            if draft_model is None:
-                raise ValueError("EngineConfig.speculation='draft_model': pass the loaded draft model "
-                                 "(LLMEngine(..., draft_model=m)) or build the engine with LLMEngine.from_config")
             proposer = DraftModelProposer(
                 draft_model, target_vocab_size=model.config.vocab_size, tokenizer_vocab_size=tokenizer.vocab_size,
                 eos_token_ids=tokenizer.eos_token_ids, block_size=kv.block_size, max_num_seqs=config.max_num_seqs,

@@ -15,31 +15,32 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..kernels.bitmask import apply_token_bitmask_inplace
 from ..kernels.sampling import SamplingBatch, sample
 from .forward_batch import build_forward_batch
 from .kv_cache import KVCache
 from .scheduler import ScheduledSequence
 
 
-def _reference_apply_bitmask(logits: torch.Tensor, mask: torch.Tensor) -> None:
-    """logits (N, V) float; mask (N, ceil(V/32)) int32, bit i%32 of word i//32 set = token i allowed."""
-    shifts = torch.arange(32, dtype=torch.int32, device=mask.device)
-    bits = (mask.unsqueeze(-1) >> shifts) & 1  # (N, W, 32)
-    allowed = bits.reshape(mask.shape[0], -1)[:, :logits.shape[1]].bool()  # (N, V)
-    logits.masked_fill_(~allowed, float("-inf"))
+class MaskBuffer:
+    """A step's mask rows: one preallocated int32 host buffer (R, W) (pinned on CUDA), its numpy view for cursors
+    to fill row by row, and a device twin the filled rows are copied to. Nothing is allocated per step."""
 
+    def __init__(self, rows: int, words: int, device: torch.device):
+        self.host = torch.zeros((rows, words), dtype=torch.int32, pin_memory=device.type == "cuda")  # (R, W)
+        self.np = self.host.numpy()     # a view: numpy row writes land in the tensor
+        self._device = self.host if device.type == "cpu" else torch.empty_like(self.host, device=device)
 
-def _bitmask_kernel():
-    """The masking kernel of structgen/kernels/bitmask.py when present, else the plain-torch reference."""
-    try:
-        from ..kernels import bitmask as k
-    except ImportError:
-        return _reference_apply_bitmask
-    for name in ("apply_token_bitmask_inplace", "apply_bitmask_inplace", "apply_bitmask"):
-        fn = getattr(k, name, None)
-        if fn is not None:
-            return fn
-    return _reference_apply_bitmask
+    @property
+    def num_rows(self) -> int:
+        return self.host.shape[0]
+
+    def on_device(self, n: int) -> torch.Tensor:
+        """Rows [0, n) where the logits are: the host rows themselves on CPU, a non-blocking copy on CUDA."""
+        if self._device is self.host:
+            return self.host[:n]
+        self._device[:n].copy_(self.host[:n], non_blocking=True)
+        return self._device[:n]
 
 
 @dataclass
@@ -61,20 +62,13 @@ class ModelRunner:
         self.vocab_size = model.config.vocab_size
         self.num_words = -(-self.vocab_size // 32)
         self.max_rows = max_rows
-        # NOTE: one preallocated host buffer for the batch mask; a step writes rows [0, N) and nothing is
-        # allocated per step. On CUDA the rows are copied once to a device buffer of the same shape.
-        self._mask_host = torch.zeros((max_rows, self.num_words), dtype=torch.int32,
-                                      pin_memory=self.device.type == "cuda")  # (R, W) int32
-        self._mask_np = self._mask_host.numpy()  # a view: numpy row writes land in the tensor
-        self._mask_dev = self._mask_host if self.device.type == "cpu" else torch.empty_like(
-            self._mask_host, device=self.device)
-        self._apply_bitmask = _bitmask_kernel()
+        self._masks = MaskBuffer(max_rows, self.num_words, self.device)   # a step writes rows [0, N)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="structgen-mask") if overlap_mask_fill else None
 
     # ----- masks -----
     def _fill_masks(self, scheduled: list[ScheduledSequence]) -> tuple[int, int, dict[str, str]]:
         """Write one mask row per logits row into the host buffer. Returns (rows, constrained rows, failures)."""
-        buf = self._mask_np
+        buf = self._masks.np
         r = 0
         constrained = 0
         failed: dict[str, str] = {}
@@ -160,11 +154,7 @@ class ModelRunner:
 
         if constrained:
             tm = time.perf_counter()
-            mask = self._mask_host[:num_rows]
-            if self.device.type != "cpu":
-                self._mask_dev[:num_rows].copy_(mask, non_blocking=True)
-                mask = self._mask_dev[:num_rows]
-            self._apply_bitmask(logits, mask)
+            apply_token_bitmask_inplace(logits, self._masks.on_device(num_rows))
             mask_s += time.perf_counter() - tm
         tokens = self._sample(logits, scheduled)
         out, r = [], 0

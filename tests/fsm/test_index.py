@@ -12,31 +12,13 @@ from structgen.fsm import bitmask
 from structgen.fsm.automaton import LiteralSetAutomaton
 from structgen.fsm.index import DEAD, TokenIndex
 from structgen.fsm.vocab import Vocabulary
-from token_fakes import (CountingAutomaton, DigitsAutomaton, SlowAutomaton, TableAutomaton, regex_like,
-                         toy_tokenizer)
+from token_fakes import (CountingAutomaton, DigitsAutomaton, SlowAutomaton, TableAutomaton, reference_allowed,
+                         regex_like, toy_tokenizer)
 
 
 def make_index(automaton, tok=None, max_states=10_000, timeout_s=30.0) -> TokenIndex:
     vocab = Vocabulary.from_tokenizer(tok or toy_tokenizer())
     return TokenIndex(automaton, vocab, max_states=max_states, timeout_s=timeout_s)
-
-
-def reference_allowed(automaton, state, vocab: Vocabulary) -> set[int]:
-    """Brute force: walk each token's bytes through the automaton itself."""
-    allowed = set()
-    for i, data in enumerate(vocab.token_bytes):
-        if not data:
-            continue
-        s = state
-        for b in data:
-            s = automaton.transitions(s).get(b)
-            if s is None:
-                break
-        else:
-            allowed.add(i)
-    if automaton.is_final(state):
-        allowed |= set(vocab.eos_token_ids.tolist())
-    return allowed
 
 
 AUTOMATA = {

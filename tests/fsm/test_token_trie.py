@@ -12,7 +12,7 @@ from structgen.fsm.index import TokenIndex
 from structgen.fsm.regex import regex_automaton
 from structgen.fsm.token_trie import TokenTrie, expand_ranges
 from structgen.fsm.vocab import Vocabulary
-from token_fakes import DigitsAutomaton
+from token_fakes import DigitsAutomaton, reference_allowed
 
 
 def random_vocab(seed: int) -> Vocabulary:
@@ -26,22 +26,6 @@ def random_vocab(seed: int) -> Vocabulary:
     tokens += [b" " * n for n in (8, 16, 31)] + [b"-" * 40, b"ab", b"ab"]  # duplicates share a node
     eos = len(tokens)
     return Vocabulary.from_token_bytes([*tokens, b"<eos>"], [eos], f"trie-test-{seed}")
-
-
-def brute_force(automaton, state, vocab: Vocabulary) -> set[int]:
-    out = set()
-    for i, data in enumerate(vocab.token_bytes):
-        s = state
-        for b in data:
-            s = automaton.transitions(s).get(b)
-            if s is None:
-                break
-        else:
-            if data:
-                out.add(i)
-    if automaton.is_final(state):
-        out |= set(vocab.eos_token_ids.tolist())
-    return out
 
 
 def test_expand_ranges_concatenates_aranges():
@@ -92,7 +76,7 @@ def test_every_walk_matches_brute_force(monkeypatch, name, dense_share, tail_siz
         sid, state = index.initial, auto.initial()
         for _ in range(6):
             allowed = bitmask.unpack(index.mask(sid)).tolist()
-            assert set(allowed) == brute_force(auto, state, vocab)
+            assert set(allowed) == reference_allowed(auto, state, vocab)
             steps = [t for t in allowed if t not in vocab.eos_token_ids]
             if not steps:
                 break

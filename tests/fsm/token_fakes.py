@@ -1,5 +1,6 @@
 """Tiny hand-made tokenizers and automata for the token layer's unit tests (the real tokenizer is used in the
-integration tests). Shared by tests/fsm/test_{vocab,index,cursor,cache,api}.py."""
+integration tests), and the brute-force oracle of the token index. Shared by
+tests/fsm/test_{vocab,index,token_trie,cursor,cache,api}.py."""
 
 from __future__ import annotations
 
@@ -123,3 +124,21 @@ class DigitsAutomaton:
 
     def is_final(self, state) -> bool:
         return state == "digits"
+
+
+def reference_allowed(automaton, state, vocab) -> set[int]:
+    """Brute force: walk each token's bytes through the automaton itself (the oracle of every index walk)."""
+    allowed = set()
+    for i, data in enumerate(vocab.token_bytes):
+        if not data:
+            continue
+        s = state
+        for b in data:
+            s = automaton.transitions(s).get(b)
+            if s is None:
+                break
+        else:
+            allowed.add(i)
+    if automaton.is_final(state):
+        allowed |= set(vocab.eos_token_ids.tolist())
+    return allowed
