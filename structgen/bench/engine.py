@@ -6,7 +6,8 @@ C requests arrive at once; each system serves them, and we record:
 
 - output tokens/s (all output tokens / wall time of the level), TTFT and TPOT p50/p95 per request, model
   forwards (engine steps) and mask time per step;
-- systems: ours (the default engine: prefix cache, forced runs, prompt lookup) unconstrained | ours constrained |
+- systems: ours (the default engine: prefix cache, forced runs, prompt lookup) unconstrained | ours unconstrained
+  with drafting off | ours constrained |
   ours constrained without the prefix cache | ours constrained with drafting off (masking alone) | ours
   unconstrained with drafting off, each request held to the length of its constrained-nodraft output
   ("ours-matched": the same prompts, the same output token counts, no constraint: the reference for what
@@ -228,12 +229,13 @@ def run_hf(model, hf_tok, lltok, cases: list[Case], system: str, *, constrained:
 _NO_DRAFT = {"forced_runs": False, "speculation": "off"}
 OURS = {
     "ours": (False, {}),
+    "ours-nodraft": (False, _NO_DRAFT),
     "ours-constrained": (True, {}),
     "ours-constrained-nocache": (True, {"enable_prefix_cache": False}),
     "ours-constrained-nodraft": (True, _NO_DRAFT),
     "ours-matched": (False, _NO_DRAFT),
 }
-SYSTEMS = ("ours", "ours-constrained", "ours-constrained-nodraft", "ours-matched", "ours-constrained-nocache", "hf",
+SYSTEMS = ("ours", "ours-nodraft", "ours-constrained", "ours-constrained-nodraft", "ours-matched", "ours-constrained-nocache", "hf",
            "hf-llguidance")
 
 

@@ -112,8 +112,9 @@ class Drafter:
         context."""
         return min(seq.sampling.max_tokens - seq.num_output_tokens, max_model_len - seq.num_tokens) - 1
 
-    def propose(self, seq: Sequence, max_model_len: int) -> None:
-        """Set `seq.draft_tokens` for the next step (cursor already advanced through every committed token)."""
+    def propose(self, seq: Sequence, max_model_len: int, batch_size: int = 1) -> None:
+        """Set `seq.draft_tokens` for the next step (cursor already advanced through every committed token).
+        `batch_size`: sequences the next step will verify together (the bar a proposal must clear rises with it)."""
         seq.draft_tokens = []
         if seq.is_finished or seq.request.speculation is False:
             return
@@ -131,7 +132,7 @@ class Drafter:
             if st.lookup_synced < seq.num_tokens:
                 st.lookup.extend(seq.token_ids[st.lookup_synced:])
                 st.lookup_synced = seq.num_tokens
-            k = min(st.draft_length.k(), room - len(draft))
+            k = min(st.draft_length.k(batch_size), room - len(draft))
             if k > 0:
                 proposal = st.lookup.propose(k, suffix=draft)
                 if proposal and seq.cursor is not None:
@@ -153,17 +154,20 @@ class Drafter:
         """`propose` for each sequence, then the draft model's tokens after the forced runs, in one batch."""
         asks: list[DraftRequest] = []
         for seq in seqs:
-            self.propose(seq, max_model_len)
+            self.propose(seq, max_model_len, len(seqs))
             if self.proposer is None or seq.is_finished:
                 continue
             st = self._state(seq)
             if st.draft_length is None:     # this request has no proposer (e.g. it opted out)
                 continue
-            k_adaptive = st.draft_length.k()
-            if k_adaptive == 0:
-                # Drafting stopped paying for this request (and k never rises again without new evidence).
+            if st.draft_length.k(1) == 0:
+                # Drafting would not pay even alone (and k never rises again without new evidence): drop the
+                # request's draft KV.
                 self.proposer.release(seq)
                 continue
+            k_adaptive = st.draft_length.k(len(seqs))
+            if k_adaptive == 0:
+                continue                    # not at this batch size; the draft KV stays for a smaller batch
             k = min(k_adaptive, self._room(seq, max_model_len) - len(seq.draft_tokens))
             if seq.draft_tokens and seq.draft_tokens[-1] in self.eos_token_ids:
                 k = 0                       # a forced run that ends the output

@@ -8,7 +8,10 @@ Two implementations:
 - `paged_attention_reference`: plain torch, runs anywhere. Rows are grouped (all decode rows together, short
   multi-token rows together, each long prefill alone); each group is one gather of its KV slots + one SDPA call.
   The gather indices and masks depend only on the batch, so they are built once per forward (`AttentionPlan`)
-  and reused by every layer.
+  and reused by every layer. When the rows of a group start with the same KV blocks (a shared instruction the
+  radix cache handed to every request), that prefix is gathered and attended once for all of the group's queries,
+  the rest per row, and the two partial results are merged by their log-sum-exp (cascade attention): the
+  prefix's K/V are read once instead of once per row.
 - `paged_attention_triton`: one Triton program per (token, kv head) streaming the sequence's blocks with an online
   softmax; all query heads of a GQA group share each K/V tile. Used on CUDA when Triton is installed.
 """
@@ -23,6 +26,9 @@ import torch.nn.functional as F
 # Rows with at most this many new tokens are padded into one batched SDPA call; longer ones (prefill chunks,
 # where the padding would cost more than a separate call) get a call each.
 SHORT_ROW_MAX_QUERY = 32
+# A group's common leading KV blocks are attended once for all its rows when they hold at least this many tokens
+# (below it the extra SDPA call and merge cost more than the duplicated reads).
+CASCADE_MIN_TOKENS = 64
 
 
 @dataclass
@@ -37,6 +43,9 @@ class _Group:
     # One prompt chunk with no cached context: plain causal attention over its own tokens. SDPA's is_causal skips
     # the upper triangle (about half the work of a long prefill) where an explicit mask would compute it all.
     causal: bool = False
+    # Cascade: (P,) int64 flat KV slots of the leading positions every row of the group shares and every query
+    # sees; kv_slots/mask then cover positions P.. only. None when the rows share no such prefix.
+    prefix_slots: torch.Tensor | None = None
 
 
 @dataclass
@@ -89,8 +98,15 @@ def _build_group(rows, starts, query_lens, context_lens, block_tables, block_siz
     token_rows = st[:, None] + torch.minimum(j[None, :], qs[:, None] - 1)  # (G, Qmax) padding repeats last row
     kv_lens = cs + qs  # (G,)
     length = int(kv_lens.max())
-    pos = torch.arange(length)  # (L,)
     table = block_tables.index_select(0, torch.tensor(rows, device=device)).long().cpu()  # (G, max_blocks)
+    # NOTE: a lone prompt chunk is not split into its cached context + its own causal part: measured, the causal
+    # SDPA call at a few hundred tokens runs at a quarter of the masked call's rate, and the split was slower.
+    split = _shared_prefix_tokens(table, block_size, int(cs.min()))
+    prefix_slots = None
+    if split:
+        p = torch.arange(split)
+        prefix_slots = table[0, p // block_size] * block_size + p % block_size  # (P,)
+    pos = torch.arange(split, length)  # (L,) positions this group gathers per row
     blk_idx = (pos // block_size).clamp(max=table.shape[1] - 1)  # (L,)
     blocks = table[:, blk_idx]  # (G, L)
     in_range = pos[None, :] < kv_lens[:, None]  # (G, L)
@@ -114,7 +130,19 @@ def _build_group(rows, starts, query_lens, context_lens, block_tables, block_siz
         qmax=qmax,
         contiguous=contiguous,
         causal=causal,
+        prefix_slots=None if prefix_slots is None else prefix_slots.to(device),
     )
+
+
+def _shared_prefix_tokens(table: torch.Tensor, block_size: int, min_context: int) -> int:
+    """Tokens in the leading blocks that every row of `table` (G, max_blocks) has in common, rounded down to whole
+    blocks inside every row's cached context (so every query sees all of them); 0 if below CASCADE_MIN_TOKENS."""
+    if table.shape[0] < 2:
+        return 0
+    same = (table == table[:1]).all(dim=0) & (table[0] >= 0)  # (max_blocks,)
+    lead = int(same.long().cumprod(0).sum())
+    tokens = min(lead, min_context // block_size) * block_size
+    return tokens if tokens >= CASCADE_MIN_TOKENS else 0
 
 
 def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan,
@@ -146,13 +174,54 @@ def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: t
         qg = qg.view(n, qmax, hkv, grp, d).permute(0, 2, 3, 1, 4).reshape(n, hkv, grp * qmax, d)
         kg = k_cache.index_select(0, g.kv_slots.view(-1)).view(n, length, hkv, d).transpose(1, 2)  # (G, Hkv, L, D)
         vg = v_cache.index_select(0, g.kv_slots.view(-1)).view(n, length, hkv, d).transpose(1, 2)  # (G, Hkv, L, D)
-        o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=g.mask, scale=scale)  # (G, Hkv, grp*Qmax, D)
+        if g.prefix_slots is None:
+            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=g.mask, scale=scale)  # (G, Hkv, grp*Qmax, D)
+        else:
+            o = _cascade(qg, kg, vg, g.mask, k_cache, v_cache, g.prefix_slots, scale)
         o = o.view(n, hkv, grp, qmax, d).permute(0, 3, 1, 2, 4).reshape(n * qmax, hq, d)  # (G*Qmax, Hq, D)
         if g.contiguous:
             out.copy_(o)
         else:
             out[g.out_rows] = o if g.valid is None else o[g.valid]
     return out
+
+
+def _attention_lse(q, k, v, mask, scale):
+    """SDPA that also returns the log-sum-exp of each query's scores: (out like q, lse (..., Lq) float32)."""
+    if _FLASH_CPU is not None and q.device.type == "cpu":
+        out, lse = _FLASH_CPU(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
+        return out, lse.float()
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        s = s + mask
+    lse = torch.logsumexp(s, dim=-1)
+    return torch.matmul(torch.exp(s - lse[..., None]), v.float()).to(q.dtype), lse
+
+
+def _merge(o1, l1, o2, l2):
+    """Combine two attention results over disjoint key sets from their outputs and log-sum-exps."""
+    m = torch.maximum(l1, l2)
+    w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
+    return ((o1 * w1[..., None] + o2 * w2[..., None]) / (w1 + w2)[..., None]).to(o1.dtype)
+
+
+# The CPU flash kernel F.scaled_dot_product_attention dispatches to, called directly for its log-sum-exp output.
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _cascade(qg, kg, vg, mask, k_cache, v_cache, prefix_slots, scale):
+    """Attention of folded queries qg (G, Hkv, R, D) over a shared prefix (read once, for all G rows together)
+    plus each row's own positions kg/vg (G, Hkv, L, D) under `mask`, merged by log-sum-exp."""
+    n, hkv, r, d = qg.shape
+    p = prefix_slots.numel()
+    kp = k_cache.index_select(0, prefix_slots).view(1, p, hkv, d).transpose(1, 2)  # (1, Hkv, P, D)
+    vp = v_cache.index_select(0, prefix_slots).view(1, p, hkv, d).transpose(1, 2)
+    qp = qg.transpose(0, 1).reshape(1, hkv, n * r, d)  # every row's queries against the one prefix
+    op, lp = _attention_lse(qp, kp, vp, None, scale)  # (1, Hkv, G*R, D), (1, Hkv, G*R)
+    op = op.view(hkv, n, r, d).transpose(0, 1)  # (G, Hkv, R, D)
+    lp = lp.view(hkv, n, r).transpose(0, 1)  # (G, Hkv, R)
+    os_, ls = _attention_lse(qg, kg, vg, mask, scale)  # own positions: every query sees at least itself
+    return _merge(op, lp, os_, ls)
 
 
 def paged_attention_dense_naive(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

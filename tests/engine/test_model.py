@@ -105,6 +105,49 @@ def test_mixed_batch_decode_prefill_and_verify_rows(models, tokenizer):
     torch.testing.assert_close(got[2:], _hf_logits(hf, c)[-3:], atol=ATOL, rtol=0)
 
 
+def test_rows_sharing_prompt_blocks_match_transformers(models, tokenizer):
+    # Three requests behind one shared instruction, as the radix cache lays them out: the instruction's full blocks
+    # are the same block ids in every table. The decode and verify rows then attend to that prefix once for the
+    # group (cascade attention), which must not change a logit.
+    ours, hf = models
+    instruction = tokenizer.encode(
+        "You extract data for a records team. Read the document below and answer with one JSON object that holds "
+        "every field the schema asks for, copying names, dates, amounts and identifiers exactly as the document "
+        "writes them. When a field is missing, leave it out; never guess a value. Do not add commentary, code "
+        "fences or any text before or after the object, and keep the keys in the order the schema lists them. ")
+    shared = len(instruction) // BLOCK * BLOCK
+    assert shared >= 64  # at least CASCADE_MIN_TOKENS, or the cascade is not exercised
+    docs = [instruction + tokenizer.encode(d) for d in
+            ("Document: Ada Lovelace, born 1815 in London.", "Document: invoice 2041, total 1200 EUR, due May 1.",
+             "Document: the meeting moved to Tuesday at 10.")]
+    prefix_blocks = list(range(shared // BLOCK))
+    tables = [prefix_blocks + [20 + 4 * i + j for j in range(4)] for i in range(len(docs))]
+    kv = _kv(ours)
+    ours(build_forward_batch([docs[0][:-1]], [0], [tables[0]], BLOCK), kv)  # computes the shared blocks
+    ours(build_forward_batch([d[shared:-2] for d in docs[1:]], [shared, shared], tables[1:], BLOCK), kv)
+    fb = build_forward_batch([docs[0][-1:], docs[1][-2:], docs[2][-2:]],
+                             [len(docs[0]) - 1, len(docs[1]) - 2, len(docs[2]) - 2], tables, BLOCK,
+                             num_logits=[1, 2, 2])
+    got = ours(fb, kv)
+    torch.testing.assert_close(got[0], _hf_logits(hf, docs[0])[-1], atol=ATOL, rtol=0)
+    torch.testing.assert_close(got[1:3], _hf_logits(hf, docs[1])[-2:], atol=ATOL, rtol=0)
+    torch.testing.assert_close(got[3:5], _hf_logits(hf, docs[2])[-2:], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 32, 33, 70])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_matches_f_linear_at_every_row_count(rows, bias):
+    # structgen.engine.model.linear takes a different product for 2..SMALL_ROWS rows on CPU; the result must not move
+    from structgen.engine.model import linear
+
+    g = torch.Generator().manual_seed(rows)
+    x, w = torch.randn(rows, 48, generator=g), torch.randn(96, 48, generator=g)
+    b = torch.randn(96, generator=g) if bias else None
+    got = linear(x, w, b)
+    assert got.shape == (rows, 96) and got.is_contiguous()
+    torch.testing.assert_close(got, torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5)
+
+
 def test_greedy_tokens_match_transformers_generate(models, tokenizer):
     ours, hf = models
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "List three fruits."}],

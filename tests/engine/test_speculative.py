@@ -306,6 +306,22 @@ def test_adaptive_k_grows_with_acceptance_and_stops_when_it_does_not_pay():
     assert 0 < k.k() < high
 
 
+def test_adaptive_k_asks_more_of_a_draft_in_a_bigger_batch():
+    # a = 2/3 after steady evidence: at batch 1 the bar is 0.1, so positions with (2/3)^i > 0.1 pay (i <= 5); at
+    # batch 8 the bar is 0.8 / 1.7 = 0.47 (i <= 1); at 32 it is 3.2 / 4.1 = 0.78 (none).
+    k = AdaptiveDraftLength(8, cost_per_token=0.1)
+    for _ in range(40):
+        k.update(5, 2)
+    assert abs(k.acceptance_rate - 2 / 3) < 0.01  # 2 accepted of 3 judged per verification
+    assert [k.k(b) for b in (1, 8, 32)] == [5, 1, 0]
+    sure = AdaptiveDraftLength(8, cost_per_token=0.1)
+    for _ in range(40):
+        sure.update(4, 4)
+    assert sure.k(32) == 8  # copied spans that keep matching are worth their rows even in a full batch
+    free = AdaptiveDraftLength(4, cost_per_token=0.0)
+    assert free.k(64) == 4
+
+
 def test_adaptive_k_validates_its_inputs():
     with pytest.raises(ValueError):
         AdaptiveDraftLength(0)

@@ -62,6 +62,56 @@ def test_reference_matches_naive_dense(query_lens, context_lens):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def _shared_case(query_lens, context_lens, shared_blocks, seed=0):
+    """Like _case, but every table starts with the same `shared_blocks` block ids (a radix-cached instruction)."""
+    q, kc, vc, bt = _case(query_lens, context_lens, seed=seed, num_blocks=None)
+    extra = torch.arange(shared_blocks, dtype=torch.int32) + int(bt.max()) + 1  # fresh blocks for the prefix
+    num_blocks = int(extra.max()) + 1
+    g = torch.Generator().manual_seed(seed + 100)
+    kc = torch.cat([kc, torch.randn(num_blocks * BLOCK - kc.shape[0], HKV, D, generator=g)])
+    vc = torch.cat([vc, torch.randn(num_blocks * BLOCK - vc.shape[0], HKV, D, generator=g)])
+    bt = bt.clone()
+    bt[:, :shared_blocks] = extra
+    return q, kc, vc, bt
+
+
+SHARED = [
+    ([1, 1, 1], [13, 9, 21], 2),  # decode rows: 2 blocks shared, the shortest context holds exactly 2 full blocks
+    ([1, 3, 4, 1], [17, 12, 20, 16], 3),  # decode + verify rows share 3 blocks
+    ([1, 1], [6, 30], 4),  # the tables share 4 blocks, but one row has cached only 1 of them: 1 block goes
+    ([1, 1, 2, 2, 40], [12, 9, 8, 11, 16], 2),  # decode and verify groups split; the long chunk is alone: no split
+]
+
+
+@pytest.mark.parametrize("query_lens,context_lens,shared_blocks", SHARED)
+@pytest.mark.parametrize("flash", [True, False])
+def test_shared_prefix_is_attended_once_and_matches_naive(monkeypatch, query_lens, context_lens, shared_blocks,
+                                                          flash):
+    import structgen.kernels.attention as attention
+
+    monkeypatch.setattr(attention, "CASCADE_MIN_TOKENS", BLOCK)
+    if not flash:  # the log-sum-exp fallback used where the CPU flash op is missing
+        monkeypatch.setattr(attention, "_FLASH_CPU", None)
+    q, kc, vc, bt = _shared_case(query_lens, context_lens, shared_blocks, seed=len(query_lens))
+    plan = plan_attention(query_lens, context_lens, bt, BLOCK, GROUP, torch.float32)
+    expect_tokens = min(shared_blocks, min(c for c, ql in zip(context_lens, query_lens)
+                                           if ql <= SHORT_ROW_MAX_QUERY) // BLOCK) * BLOCK
+    batched = [g for g in plan.groups if g.token_rows.shape[0] > 1]
+    assert batched and all(g.prefix_slots.numel() == expect_tokens for g in batched)
+    assert all(g.prefix_slots is None for g in plan.groups if g.token_rows.shape[0] == 1)
+    scale = D ** -0.5
+    got = paged_attention(q, kc, vc, plan, scale, backend="torch")
+    want = paged_attention_dense_naive(q, kc, vc, query_lens, context_lens, bt, BLOCK, scale)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_short_shared_prefix_is_not_split():
+    query_lens, context_lens = [1, 1], [9, 9]
+    q, kc, vc, bt = _shared_case(query_lens, context_lens, 2)
+    plan = plan_attention(query_lens, context_lens, bt, BLOCK, GROUP, torch.float32)  # 8 shared tokens < 64
+    assert plan.groups[0].prefix_slots is None
+
+
 def test_reference_is_causal_and_ignores_other_sequences():
     # Changing K/V of positions a token must not see (later new tokens, other sequences) leaves its output alone.
     query_lens, context_lens = [3, 2], [4, 5]
