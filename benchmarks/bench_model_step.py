@@ -63,9 +63,10 @@ def random_hf_tensors(config_dict: dict, seed: int = 0, device: torch.device | s
     return t
 
 
-def bench_ours(model, batch: int, context: int, steps: int, block_size: int = 16) -> list[float]:
+def bench_ours(model, batch: int, context: int, steps: int, block_size: int = 16, rows: int = 1) -> list[float]:
+    """`rows` new tokens per sequence per step (1 = decode; more = a decode row plus drafts to verify)."""
     device, dtype = model.device, model.dtype
-    total = context + steps + 1
+    total = context + steps * rows + 1
     blocks_per_seq = -(-total // block_size)
     budget = KVCache.bytes_per_block(model.config, block_size, dtype) * blocks_per_seq * batch
     kv = KVCache.from_budget(model.config, budget, block_size, device, dtype)
@@ -75,9 +76,10 @@ def bench_ours(model, batch: int, context: int, steps: int, block_size: int = 16
     for s in range(batch):  # prefill one sequence at a time, like the engine's chunked prefill would
         model(build_forward_batch([prompts[s]], [0], [tables[s]], block_size, device), kv)
     times = []
-    tok = [[7]] * batch
+    tok = [[7] * rows] * batch
     for step in range(steps):
-        fb = build_forward_batch(tok, [context + step] * batch, tables, block_size, device)
+        fb = build_forward_batch(tok, [context + step * rows] * batch, tables, block_size, device,
+                                 num_logits=[rows] * batch)
         _sync(device)
         t0 = time.perf_counter()
         model(fb, kv)
@@ -111,6 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--random-weights", help="a config.json: random weights of that shape instead of --model")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1],
+                    help="new tokens per sequence per step (>1: verify rows; ours only, transformers at 1)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: per device)")
@@ -152,12 +156,16 @@ def main(argv=None) -> int:
 
     lines = [f"# decode step, {name}, {device.type} {dtype}, context {args.context}, "
              f"{torch.get_num_threads()} threads, median of {args.steps} steps",
-             "", "| batch | ours ms/step | transformers ms/step | speedup | ours tok/s |", "|---|---|---|---|---|"]
+             "", "| batch | rows/seq | ours ms/step | transformers ms/step | speedup | ours rows/s |",
+             "|---|---|---|---|---|---|"]
     for b in args.batches:
-        ours_ms = statistics.median(bench_ours(ours, b, args.context, args.steps)) * 1e3
-        hf_ms = statistics.median(bench_hf(hf, b, args.context, args.steps, device)) * 1e3 if hf else float("nan")
-        lines.append(f"| {b} | {ours_ms:.1f} | {hf_ms:.1f} | {hf_ms / ours_ms:.2f}x | {b / ours_ms * 1e3:.0f} |")
-        print(lines[-1], flush=True)
+        for rows in args.rows:
+            ours_ms = statistics.median(bench_ours(ours, b, args.context, args.steps, rows=rows)) * 1e3
+            hf_ms = statistics.median(bench_hf(hf, b, args.context, args.steps, device)) * 1e3 \
+                if hf and rows == 1 else float("nan")
+            lines.append(f"| {b} | {rows} | {ours_ms:.1f} | {hf_ms:.1f} | {hf_ms / ours_ms:.2f}x | "
+                         f"{b * rows / ours_ms * 1e3:.0f} |")
+            print(lines[-1], flush=True)
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:

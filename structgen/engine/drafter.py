@@ -53,8 +53,9 @@ class Drafter:
 
     proposer: the DraftModelProposer when config.speculation == "draft_model" (required then)."""
 
-    def __init__(self, config: EngineConfig, tokenizer, *, cost_per_token: float = 0.1,
-                 max_forced_tokens: int = MAX_FORCED_TOKENS, proposer: DraftModelProposer | None = None):
+    def __init__(self, config: EngineConfig, tokenizer, *, cost_per_token: float = 0.05,
+                 cost_per_sequence: float = 0.15, max_forced_tokens: int = MAX_FORCED_TOKENS,
+                 proposer: DraftModelProposer | None = None):
         if config.speculation == "draft_model" and proposer is None:
             raise ValueError("EngineConfig.speculation='draft_model' needs a loaded draft model (LLMEngine.from_config "
                              "loads EngineConfig.draft_model; LLMEngine(..., draft_model=model) takes one)")
@@ -67,6 +68,7 @@ class Drafter:
         self.max_forced_tokens = max_forced_tokens if config.forced_runs else 0
         self.lookup_k = config.num_speculative_tokens
         self.cost_per_token = cost_per_token
+        self.cost_per_sequence = cost_per_sequence
         self._states: "weakref.WeakKeyDictionary[Sequence, _DraftState]" = weakref.WeakKeyDictionary()
         # Engine-wide counters.
         self.proposed_tokens = 0             # proposals (lookup or draft model) verified / accepted
@@ -102,7 +104,8 @@ class Drafter:
             if lookup and self._aliases is None:
                 self._aliases = space_aliases(vocabulary_bytes(self._tokenizer).tokens)
             st = _DraftState(PromptLookup([], aliases=self._aliases) if lookup else None,
-                             AdaptiveDraftLength(self.lookup_k, cost_per_token=self.cost_per_token) if kind else None)
+                             AdaptiveDraftLength(self.lookup_k, cost_per_token=self.cost_per_token,
+                                                 cost_per_sequence=self.cost_per_sequence) if kind else None)
             self._states[seq] = st
         return st
 

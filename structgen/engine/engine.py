@@ -73,11 +73,12 @@ class LLMEngine:
                 draft_model, target_vocab_size=model.config.vocab_size, tokenizer_vocab_size=tokenizer.vocab_size,
                 eos_token_ids=tokenizer.eos_token_ids, block_size=kv.block_size, max_num_seqs=config.max_num_seqs,
                 kv_cache_bytes=draft_kv_bytes or default_draft_kv_bytes(kv, draft_model.config, draft_model.dtype))
-        # One more row in a forward costs ~10% of a one-row forward on CPU cores (SmolLM2-135M, 2 cores: 65 ms,
-        # +5-7 ms a row); on a GPU a decode step is memory-bound and rows are nearly free until large batches
-        # (an estimate: not measured on a GPU here). The draft length rule weighs draft rows by it.
-        row_cost = 0.1 if model.device.type == "cpu" else 0.01
-        self.drafter = Drafter(config, tokenizer, proposer=proposer, cost_per_token=row_cost)
+        # Draft rows are weighed against what they cost (AdaptiveDraftLength): on CPU cores a sequence adds ~15%
+        # of a one-row forward and a row ~5% (SmolLM2-135M, 2 cores); on a GPU a decode step is memory-bound and
+        # rows are nearly free until large batches (an estimate: not measured on a GPU here).
+        row_cost, seq_cost = (0.05, 0.15) if model.device.type == "cpu" else (0.005, 0.02)
+        self.drafter = Drafter(config, tokenizer, proposer=proposer, cost_per_token=row_cost,
+                               cost_per_sequence=seq_cost)
         # Rows: one per sequence, plus draft positions when speculating.
         max_rows = config.max_num_seqs * (1 + (self.drafter.max_draft_tokens if self.drafter.enabled else 0))
         self.runner = ModelRunner(model, kv, max_rows=max_rows, overlap_mask_fill=config.overlap_mask_fill)

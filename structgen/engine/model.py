@@ -92,10 +92,11 @@ class DecoderLayer(nn.Module):
         k_cache.index_copy_(0, batch.slot_mapping, k.to(k_cache.dtype))
         v_cache.index_copy_(0, batch.slot_mapping, v.reshape(t, cfg.num_kv_heads, cfg.head_dim).to(v_cache.dtype))
         attn = paged_attention(q, k_cache, v_cache, plan, cfg.head_dim ** -0.5, backend)  # (T, Hq, D)
-        x = x + linear(attn.view(t, cfg.q_size), self.o_weight)
+        # NOTE: in-place residual adds and activation: x is this forward's own buffer (from the embedding).
+        x = x.add_(linear(attn.view(t, cfg.q_size), self.o_weight))
         h = F.rms_norm(x, (cfg.hidden_size,), self.post_attention_norm, cfg.rms_norm_eps)
         gate, up = linear(h, self.gate_up_weight).chunk(2, dim=-1)  # each (T, intermediate)
-        return x + linear(F.silu(gate) * up, self.down_weight)
+        return x.add_(linear(F.silu(gate).mul_(up), self.down_weight))
 
 
 class LlamaModel(nn.Module):

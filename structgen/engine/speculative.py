@@ -277,33 +277,39 @@ class AdaptiveDraftLength:
     """Chooses k per request from the acceptance rate seen so far and the size of the batch it will verify in.
 
     The per-token acceptance rate a is tracked as an exponentially weighted ratio of accepted to judged draft
-    tokens, so draft position i is accepted with probability about a^i. A forward's cost grows about linearly in
-    its rows: T(M) = T1 * (1 + c * (M - 1)), c = cost_per_token. In a batch of B sequences (each yielding one token
-    per step), one more draft row raises the step's cost by the share c / (1 + c * (B - 1)) and yields a^i tokens
-    in expectation, against the B tokens the step makes anyway: the row raises throughput when
-    a^i > B * c / (1 + c * (B - 1)). `k(batch_size)` is the longest draft whose every position clears that bar (0
-    when none does). On a CPU (c = 0.1) the bar is 0.1 at batch 1, 0.47 at batch 8 and 0.78 at 32: in a full batch
-    only drafts that are nearly sure (copied spans that keep matching, which raise a) earn their rows.
+    tokens, so draft position i is accepted with probability about a^i. A step's cost, relative to a one-sequence
+    one-row forward, is about 1 + cost_per_sequence * (B - 1) for B sequences (attention, KV, sampling: work per
+    sequence) plus cost_per_token for each extra row (the matmuls). One more draft row yields a^i tokens in
+    expectation against the B tokens the step makes anyway, so it raises throughput when
+    a^i > B * cost_per_token / (1 + cost_per_sequence * (B - 1)). `k(batch_size)` is the longest draft whose every
+    position clears that bar (0 when none does).
 
     Args:
         k_max: the largest draft (EngineConfig.num_speculative_tokens).
-        cost_per_token: extra cost of one more row in a forward relative to a one-row forward (about 0.1 on 2 CPU
-            cores for SmolLM2-135M: 65 ms for one row, +5-7 ms a row; far smaller on a GPU).
+        cost_per_token: extra cost of one more row in a forward relative to a one-row forward.
+        cost_per_sequence: extra cost of one more sequence (decoding one row) relative to a one-row forward.
         decay: weight kept by the history at each update.
-        initial_rate: the acceptance rate assumed before any evidence.
+        initial_rate: the acceptance rate assumed before any evidence (prompt lookup on the extraction dev set
+            averages about 0.5).
+
+    The CPU defaults come from SmolLM2-135M on 2 cores at 600 tokens of context (`benchmarks/bench_model_step.py
+    --batches 1 8 --rows 1 2 4 --context 600 --no-hf`): one row ~70 ms, 8 sequences ~146 ms, +2.6-4 ms per extra
+    row past 16. The bar is then 0.05 at batch 1, 0.19 at batch 8 and 0.29 at 32.
     """
 
-    def __init__(self, k_max: int, *, cost_per_token: float = 0.1, decay: float = 0.7, initial_rate: float = 0.7):
+    def __init__(self, k_max: int, *, cost_per_token: float = 0.05, cost_per_sequence: float = 0.15,
+                 decay: float = 0.7, initial_rate: float = 0.5):
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
-        if cost_per_token < 0:
-            raise ValueError(f"cost_per_token must be >= 0, got {cost_per_token}")
+        if cost_per_token < 0 or cost_per_sequence < 0:
+            raise ValueError(f"costs must be >= 0, got {cost_per_token}, {cost_per_sequence}")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         if not 0.0 <= initial_rate <= 1.0:
             raise ValueError(f"initial_rate must be in [0, 1], got {initial_rate}")
         self.k_max = k_max
         self.cost_per_token = cost_per_token
+        self.cost_per_sequence = cost_per_sequence
         self.decay = decay
         self._accepted = initial_rate
         self._judged = 1.0
@@ -325,8 +331,8 @@ class AdaptiveDraftLength:
     def k(self, batch_size: int = 1) -> int:
         """Draft length for a step that verifies in a batch of `batch_size` sequences."""
         a = min(self.acceptance_rate, 0.999)
-        c = self.cost_per_token
-        bar = c * batch_size / (1.0 + c * (max(batch_size, 1) - 1))  # see the class doc
+        b = max(batch_size, 1)
+        bar = b * self.cost_per_token / (1.0 + self.cost_per_sequence * (b - 1))  # see the class doc
         k, p = 0, 1.0
         while k < self.k_max:
             p *= a

@@ -293,7 +293,7 @@ def test_a_certain_draft_is_always_accepted():
 # ----- adaptive k -----------------------------------------------------------------------------------------------
 
 def test_adaptive_k_grows_with_acceptance_and_stops_when_it_does_not_pay():
-    k = AdaptiveDraftLength(8, cost_per_token=0.1)
+    k = AdaptiveDraftLength(8, cost_per_token=0.1, cost_per_sequence=0.1)
     for _ in range(20):
         k.update(4, 4)
     high = k.k()
@@ -307,17 +307,19 @@ def test_adaptive_k_grows_with_acceptance_and_stops_when_it_does_not_pay():
 
 
 def test_adaptive_k_asks_more_of_a_draft_in_a_bigger_batch():
-    # a = 2/3 after steady evidence: at batch 1 the bar is 0.1, so positions with (2/3)^i > 0.1 pay (i <= 5); at
-    # batch 8 the bar is 0.8 / 1.7 = 0.47 (i <= 1); at 32 it is 3.2 / 4.1 = 0.78 (none).
-    k = AdaptiveDraftLength(8, cost_per_token=0.1)
+    # a = 2/3 after steady evidence. With a row costing 0.05 and a sequence 0.15 of a one-row forward, the bar a
+    # draft position must clear is 0.05 at batch 1 ((2/3)^i > 0.05: i <= 7), 0.4 / 2.05 = 0.195 at batch 8
+    # (i <= 4), and 1.6 / 5.65 = 0.283 at batch 32 (i <= 3); with rows as dear as sequences (0.15 each), 1.2 / 2.05
+    # = 0.585 at batch 8 (i <= 1).
+    k = AdaptiveDraftLength(8, cost_per_token=0.05, cost_per_sequence=0.15)
     for _ in range(40):
         k.update(5, 2)
     assert abs(k.acceptance_rate - 2 / 3) < 0.01  # 2 accepted of 3 judged per verification
-    assert [k.k(b) for b in (1, 8, 32)] == [5, 1, 0]
-    sure = AdaptiveDraftLength(8, cost_per_token=0.1)
+    assert [k.k(b) for b in (1, 8, 32)] == [7, 4, 3]
+    dear = AdaptiveDraftLength(8, cost_per_token=0.15, cost_per_sequence=0.15)
     for _ in range(40):
-        sure.update(4, 4)
-    assert sure.k(32) == 8  # copied spans that keep matching are worth their rows even in a full batch
+        dear.update(5, 2)
+    assert dear.k(8) == 1
     free = AdaptiveDraftLength(4, cost_per_token=0.0)
     assert free.k(64) == 4
 
