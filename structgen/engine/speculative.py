@@ -289,8 +289,9 @@ class AdaptiveDraftLength:
         cost_per_token: extra cost of one more row in a forward relative to a one-row forward.
         cost_per_sequence: extra cost of one more sequence (decoding one row) relative to a one-row forward.
         decay: weight kept by the history at each update.
-        initial_rate: the acceptance rate assumed before any evidence (prompt lookup on the extraction dev set
-            averages about 0.5).
+        initial_rate: the acceptance rate assumed before any evidence. Low on purpose: the first draft of a
+            request is then short (1 token in a batch of 8, 2 alone), and one accepted draft lifts a past 0.8 (prompt
+            lookup averages about 0.5 on the extraction dev set, far more on copied spans).
 
     The CPU defaults come from SmolLM2-135M on 2 cores at 600 tokens of context (`benchmarks/bench_model_step.py
     --batches 1 8 --rows 1 2 4 --context 600 --no-hf`): one row ~70 ms, 8 sequences ~146 ms, +2.6-4 ms per extra
@@ -298,7 +299,7 @@ class AdaptiveDraftLength:
     """
 
     def __init__(self, k_max: int, *, cost_per_token: float = 0.05, cost_per_sequence: float = 0.15,
-                 decay: float = 0.7, initial_rate: float = 0.5):
+                 decay: float = 0.7, initial_rate: float = 0.3):
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         if cost_per_token < 0 or cost_per_sequence < 0:
