@@ -85,6 +85,30 @@ def test_lookup_drafts_are_cut_where_the_constraint_rejects_them(tok):
     assert tok.decode(seq.draft_tokens) == " 12"
 
 
+def test_a_bigger_batch_gets_shorter_proposals_but_keeps_its_forced_run(tok):
+    # Draft rows are weighed against the batch they are verified in: a request whose lookups keep failing stops
+    # proposing in a batch of 32 while it would still propose alone; its forced run is drafted either way.
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    compiled = structgen.compile_json_schema(schema)
+    prompt = "Where is the office? It is in Paris, France, near the river."
+    d = Drafter(EngineConfig(forced_runs=True, speculation="prompt_lookup", num_speculative_tokens=8), tok)
+    seq = _seq(tok, prompt, compiled)
+    _commit(seq, tok.encode('{"city":"'))
+    _commit(seq, tok.encode(" Paris"))
+    for _ in range(2):
+        d.observe(seq, 1, 0)  # two single-token proposals rejected: acceptance ~0.1
+    d.propose(seq, 4096, batch_size=1)
+    alone = list(seq.draft_tokens)
+    d.propose(seq, 4096, batch_size=32)
+    assert alone and seq.draft_tokens == []
+    fresh = _seq(tok, prompt, compiled)
+    _commit(fresh, tok.encode('{"'))
+    d.observe(fresh, 1, 0)
+    d.propose(fresh, 4096, batch_size=32)
+    assert tok.decode(fresh.draft_tokens).startswith("city")  # the forced key still goes
+
+
 def test_no_draft_when_off_or_out_of_room(tok):
     compiled = structgen.compile_json_schema({"type": "object", "properties": {"name": {"type": "string"}},
                                               "required": ["name"]})
