@@ -2,9 +2,9 @@
 `(W @ x.T).T` for every weight shape of a model, at the row counts a decode or verify step has.
 
 On CPU, MKL runs `x @ W.T` with few rows on one thread; the weight-major product is split over W's rows, so it
-uses every core. The table shows where each form wins; the model's SMALL_ROWS_LAYER / SMALL_ROWS_LOGITS are read
-from it. Forms and row counts are interleaved round by round, so machine noise falls on both alike; each cell is
-the median over rounds of one pass through `--layers` distinct weights (cold in cache, as in a real forward).
+uses every core. The table shows where each form wins; the model's SMALL_ROWS threshold is read from it. Forms and
+row counts are interleaved round by round, so machine noise falls on both alike; each cell is the median over
+rounds of one pass through `--layers` distinct weights (cold in cache, as in a real forward).
 
     .venv/bin/python benchmarks/bench_linear.py [--model default] [--rows 1 2 4 8 16 32 64] [--rounds 7]
 """

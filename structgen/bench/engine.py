@@ -235,8 +235,8 @@ OURS = {
     "ours-constrained-nodraft": (True, _NO_DRAFT),
     "ours-matched": (False, _NO_DRAFT),
 }
-SYSTEMS = ("ours", "ours-nodraft", "ours-constrained", "ours-constrained-nodraft", "ours-matched", "ours-constrained-nocache", "hf",
-           "hf-llguidance")
+SYSTEMS = ("ours", "ours-nodraft", "ours-constrained", "ours-constrained-nodraft", "ours-matched",
+           "ours-constrained-nocache", "hf", "hf-llguidance")
 
 
 def _order(systems: list[str]) -> list[str]:

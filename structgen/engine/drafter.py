@@ -31,7 +31,7 @@ from .config import EngineConfig
 from .draft_model import DraftModelProposer, DraftRequest
 from .jump_forward import ForcedRunPlanner, vocabulary_bytes
 from .sequence import Sequence
-from .speculative import AdaptiveDraftLength, PromptLookup, constrain_draft, space_aliases
+from .speculative import DRAFT_COSTS, AdaptiveDraftLength, PromptLookup, constrain_draft, space_aliases
 
 # A forced run longer than this waits for the next step (keeps one sequence from hogging a step's token budget).
 MAX_FORCED_TOKENS = 16
@@ -53,8 +53,8 @@ class Drafter:
 
     proposer: the DraftModelProposer when config.speculation == "draft_model" (required then)."""
 
-    def __init__(self, config: EngineConfig, tokenizer, *, cost_per_token: float = 0.05,
-                 cost_per_sequence: float = 0.15, max_forced_tokens: int = MAX_FORCED_TOKENS,
+    def __init__(self, config: EngineConfig, tokenizer, *, cost_per_token: float = DRAFT_COSTS["cpu"][0],
+                 cost_per_sequence: float = DRAFT_COSTS["cpu"][1], max_forced_tokens: int = MAX_FORCED_TOKENS,
                  proposer: DraftModelProposer | None = None):
         if config.speculation == "draft_model" and proposer is None:
             raise ValueError("EngineConfig.speculation='draft_model' needs a loaded draft model (LLMEngine.from_config "

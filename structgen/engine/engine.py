@@ -73,10 +73,10 @@ class LLMEngine:
                 draft_model, target_vocab_size=model.config.vocab_size, tokenizer_vocab_size=tokenizer.vocab_size,
                 eos_token_ids=tokenizer.eos_token_ids, block_size=kv.block_size, max_num_seqs=config.max_num_seqs,
                 kv_cache_bytes=draft_kv_bytes or default_draft_kv_bytes(kv, draft_model.config, draft_model.dtype))
-        # Draft rows are weighed against what they cost (AdaptiveDraftLength): on CPU cores a sequence adds ~15%
-        # of a one-row forward and a row ~5% (SmolLM2-135M, 2 cores); on a GPU a decode step is memory-bound and
-        # rows are nearly free until large batches (an estimate: not measured on a GPU here).
-        row_cost, seq_cost = (0.05, 0.15) if model.device.type == "cpu" else (0.005, 0.02)
+        # Draft rows are weighed against what a row and a sequence cost on this device (AdaptiveDraftLength).
+        from .speculative import DRAFT_COSTS
+
+        row_cost, seq_cost = DRAFT_COSTS["cpu" if model.device.type == "cpu" else "cuda"]
         self.drafter = Drafter(config, tokenizer, proposer=proposer, cost_per_token=row_cost,
                                cost_per_sequence=seq_cost)
         # Rows: one per sequence, plus draft positions when speculating.

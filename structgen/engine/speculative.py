@@ -273,6 +273,12 @@ def sample_verify(probs: torch.Tensor, draft: Sequence[int], draft_probs: torch.
 # Draft length
 
 
+# (cost of one more forward row, of one more sequence) relative to a one-row forward, per device type, for
+# AdaptiveDraftLength. CPU: measured (see its doc); CUDA: a decode step is memory-bound and rows are nearly free
+# until large batches -- an estimate, not measured here.
+DRAFT_COSTS = {"cpu": (0.05, 0.15), "cuda": (0.005, 0.02)}
+
+
 class AdaptiveDraftLength:
     """Chooses k per request from the acceptance rate seen so far and the size of the batch it will verify in.
 
@@ -298,8 +304,8 @@ class AdaptiveDraftLength:
     row past 16. The bar is then 0.05 at batch 1, 0.19 at batch 8 and 0.29 at 32.
     """
 
-    def __init__(self, k_max: int, *, cost_per_token: float = 0.05, cost_per_sequence: float = 0.15,
-                 decay: float = 0.7, initial_rate: float = 0.3):
+    def __init__(self, k_max: int, *, cost_per_token: float = DRAFT_COSTS["cpu"][0],
+                 cost_per_sequence: float = DRAFT_COSTS["cpu"][1], decay: float = 0.7, initial_rate: float = 0.3):
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         if cost_per_token < 0 or cost_per_sequence < 0:
