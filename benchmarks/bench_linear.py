@@ -1,10 +1,12 @@
-"""Micro-benchmark behind `structgen.engine.model.linear`: `F.linear(x, W)` against the weight-major form
-`(W @ x.T).T` for every weight shape of a model, at the row counts a decode or verify step has.
+"""Micro-benchmark behind `structgen.engine.model.linear`: `F.linear(x, W)`, the weight-major form `(W @ x.T).T`
+and the native kernel (`structgen.kernels.cpu_gemm`) for every weight shape of a model, at the row counts a decode
+or verify step has.
 
 On CPU, MKL runs `x @ W.T` with few rows on one thread; the weight-major product is split over W's rows, so it
-uses every core. The table shows where each form wins; the model's SMALL_ROWS threshold is read from it. Forms and
-row counts are interleaved round by round, so machine noise falls on both alike; each cell is the median over
-rounds of one pass through `--layers` distinct weights (cold in cache, as in a real forward).
+uses every core; the native kernel streams each weight row once for all of x's rows. The table shows where each
+form wins; the model's NATIVE_ROWS and SMALL_ROWS thresholds are read from it. Forms and row counts are interleaved
+round by round, so machine noise falls on all alike; each cell is the median over rounds of one pass through
+`--layers` distinct weights (cold in cache, as in a real forward).
 
     .venv/bin/python benchmarks/bench_linear.py [--model default] [--rows 1 2 4 8 16 32 64] [--rounds 7]
 """
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from structgen.engine.model_config import ModelConfig
+from structgen.kernels import cpu_gemm
 
 
 def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
@@ -55,29 +58,35 @@ def main(argv=None) -> int:
     layers = args.layers or cfg.num_layers
     weights = {name: [torch.randn(*shape, generator=g) for _ in range(1 if name == "logits" else layers)]
                for name, shape in weight_shapes(cfg).items()}
+    forms = [("linear", F.linear), ("weight-major", weight_major)]
+    if cpu_gemm.available():
+        forms.append(("native", cpu_gemm.skinny_linear))
+    else:
+        print(f"(native kernel unavailable: {cpu_gemm.unavailable_reason()})")
     times: dict[tuple[str, int, str], list[float]] = {}
     for _ in range(args.rounds):
         for m in args.rows:
             for name, ws in weights.items():
                 x = torch.randn(m, ws[0].shape[1], generator=g)
-                for form, fn in (("linear", F.linear), ("weight-major", weight_major)):
+                for form, fn in forms:
                     fn(x, ws[0])
                     t0 = time.perf_counter()
                     for w in ws:
                         fn(x, w)
                     times.setdefault((name, m, form), []).append((time.perf_counter() - t0) / len(ws))
-    print(f"# F.linear vs weight-major, {folder}, {torch.get_num_threads()} threads, ms per matmul "
+    names = [f for f, _ in forms]
+    print(f"# {' vs '.join(names)}, {folder}, {torch.get_num_threads()} threads, ms per matmul "
           f"(median of {args.rounds} rounds)\n")
     print("| weight | shape | " + " | ".join(f"{m} rows" for m in args.rows) + " |")
     print("|---|---|" + "---|" * len(args.rows))
     for name, ws in weights.items():
         cells = []
         for m in args.rows:
-            a = statistics.median(times[(name, m, "linear")]) * 1e3
-            b = statistics.median(times[(name, m, "weight-major")]) * 1e3
-            cells.append(f"{a:.2f} / {b:.2f} ({a / b:.2f}x)")
+            ms = [statistics.median(times[(name, m, f)]) * 1e3 for f in names]
+            cells.append(" / ".join(f"{t:.2f}" for t in ms)
+                         + " (" + ", ".join(f"{ms[0] / t:.2f}x" for t in ms[1:]) + ")")
         print(f"| {name} | {tuple(ws[0].shape)} | " + " | ".join(cells) + " |")
-    print("\ncells: F.linear ms / weight-major ms (speedup of weight-major)")
+    print(f"\ncells: {' ms / '.join(names)} ms (speedup of each over F.linear)")
     return 0
 
 

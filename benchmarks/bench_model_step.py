@@ -5,6 +5,7 @@ new token per sequence. This is the floor the engine loop builds on (no sampling
 
     .venv/bin/python benchmarks/bench_model_step.py [--model default] [--batches 1 8 32] [--context 256]
         [--steps 10] [--device cpu] [--dtype float32] [--random-weights CONFIG_JSON] [--out table.md]
+        [--attention torch native]   # one row per attention backend (default: the model's default backend)
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: per device)")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers peer")
+    ap.add_argument("--attention", nargs="+", default=[None],
+                    help="attention backends to time ours with, side by side (torch | native | triton)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", help="also write the table (markdown) here")
     args = ap.parse_args(argv)
@@ -131,8 +134,9 @@ def main(argv=None) -> int:
     if args.random_weights:
         cfg_dict = json.loads(Path(args.random_weights).read_text())
         tensors = random_hf_tensors(cfg_dict, device=device, dtype=dtype)
-        ours = build_model(ModelConfig.from_dict(cfg_dict), tensors, device, dtype,
-                           max_positions=args.context + args.steps + 16)
+        ours = {b: build_model(ModelConfig.from_dict(cfg_dict), tensors, device, dtype,
+                               max_positions=args.context + args.steps * max(args.rows) + 16, attention_backend=b)
+                for b in args.attention}
         if not args.no_hf:
             from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -144,7 +148,7 @@ def main(argv=None) -> int:
         del tensors
         name = f"random weights, {Path(args.random_weights).name}"
     else:
-        ours = load_model(args.model, device, dtype)
+        ours = {b: load_model(args.model, device, dtype, attention_backend=b) for b in args.attention}
         if not args.no_hf:
             from transformers import AutoModelForCausalLM
 
@@ -156,16 +160,17 @@ def main(argv=None) -> int:
 
     lines = [f"# decode step, {name}, {device.type} {dtype}, context {args.context}, "
              f"{torch.get_num_threads()} threads, median of {args.steps} steps",
-             "", "| batch | rows/seq | ours ms/step | transformers ms/step | speedup | ours rows/s |",
-             "|---|---|---|---|---|---|"]
+             "", "| batch | rows/seq | attention | ours ms/step | transformers ms/step | speedup | ours rows/s |",
+             "|---|---|---|---|---|---|---|"]
     for b in args.batches:
         for rows in args.rows:
-            ours_ms = statistics.median(bench_ours(ours, b, args.context, args.steps, rows=rows)) * 1e3
             hf_ms = statistics.median(bench_hf(hf, b, args.context, args.steps, device)) * 1e3 \
                 if hf and rows == 1 else float("nan")
-            lines.append(f"| {b} | {rows} | {ours_ms:.1f} | {hf_ms:.1f} | {hf_ms / ours_ms:.2f}x | "
-                         f"{b * rows / ours_ms * 1e3:.0f} |")
-            print(lines[-1], flush=True)
+            for model in ours.values():
+                ours_ms = statistics.median(bench_ours(model, b, args.context, args.steps, rows=rows)) * 1e3
+                lines.append(f"| {b} | {rows} | {model.attention_backend} | {ours_ms:.1f} | {hf_ms:.1f} | "
+                             f"{hf_ms / ours_ms:.2f}x | {b * rows / ours_ms * 1e3:.0f} |")
+                print(lines[-1], flush=True)
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:

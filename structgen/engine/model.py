@@ -13,23 +13,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.attention import AttentionPlan, default_backend, paged_attention, plan_attention
+from ..kernels import cpu_attention
+from ..kernels.cpu_gemm import skinny_linear
 from .forward_batch import ForwardBatch
 from .kv_cache import KVCache
 from .model_config import ModelConfig
 
 
-# On CPU, MKL runs `x @ W.T` with few rows x on one thread, well below the memory bandwidth; the same product
-# written `(W @ x.T).T` is split over W's rows across threads. `benchmarks/bench_linear.py` (SmolLM2-135M shapes, 2
-# AVX2 cores): 1.5-2.8x faster at 2-4 rows, 1.0-1.5x at 8-32 rows, even at 64; F.linear is kept from 33 rows on
-# (prefill chunks) and at one row (MKL's matrix-vector path is already parallel).
+# On CPU, a decode or verify step multiplies a few rows by every weight matrix, where MKL streams weights at 5-10
+# GB/s (at 2-32 rows it even runs `x @ W.T` on one thread). `structgen.kernels.cpu_gemm` (a native AVX2 kernel built
+# on first use) takes those products up to NATIVE_ROWS rows; without it, the weight-major product `(W @ x.T).T`
+# (split over W's rows across threads) takes 2..SMALL_ROWS rows. `benchmarks/bench_linear.py` measures all three
+# (SmolLM2-135M shapes, 2 AVX2 cores). F.linear keeps prefill chunks, where MKL runs at this CPU's matmul peak.
+NATIVE_ROWS = 64
 SMALL_ROWS = 32
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for 2-d x, taking the weight-major product on CPU when x has few rows."""
-    if x.device.type != "cpu" or not 1 < x.shape[0] <= SMALL_ROWS:
+    """F.linear(x, weight, bias) for 2-d x, with faster paths on CPU when x has few rows."""
+    if x.device.type != "cpu" or x.shape[0] > max(NATIVE_ROWS, SMALL_ROWS):
         return F.linear(x, weight, bias)
-    y = torch.mm(weight, x.t()).t().contiguous()  # (rows, out)
+    y = skinny_linear(x, weight) if x.shape[0] <= NATIVE_ROWS else None
+    if y is None:
+        if x.shape[0] < 2 or x.shape[0] > SMALL_ROWS:
+            return F.linear(x, weight, bias)
+        y = torch.mm(weight, x.t()).t().contiguous()  # (rows, out)
     return y if bias is None else y.add_(bias)
 
 
@@ -141,8 +149,13 @@ class LlamaModel(nn.Module):
                                                                          self.config.head_dim):
             raise ValueError(f"KV cache shape {tuple(kv.k.shape)} does not fit this model")
         backend = self.attention_backend
+        cfg = self.config
+        if backend == "native" and not cpu_attention.supports(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                                                              kv.block_size, self.dtype):
+            backend = "torch"  # a dtype or shape the kernel does not take
         plan = plan_attention(batch.query_lens, batch.context_lens, batch.block_tables, kv.block_size,
-                              self.config.group_size, self.dtype, build_groups=backend == "torch")
+                              cfg.group_size, self.dtype, build_groups=backend != "triton",
+                              native_short_rows=backend == "native")
         # positions are normally context + arange(query); a caller may pass others, so check on the device off CUDA
         host_max = None if self.device.type == "cpu" else max(c + q for c, q in zip(batch.context_lens,
                                                                                     batch.query_lens)) - 1

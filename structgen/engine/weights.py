@@ -52,7 +52,8 @@ def load_model(path_or_default: str | Path = "default", device: torch.device | s
     """Load a model from "default", a HF folder, or a .gguf file, onto `device` in `dtype` (default per device).
 
     max_positions: size of the RoPE table (default: the config's max_position_embeddings); longer sequences are
-    refused. attention_backend: "torch" | "triton" (default: triton on CUDA when installed, else torch)."""
+    refused. attention_backend: "torch" | "native" | "triton" (default: triton on CUDA when installed, native on CPU
+    when the native kernels are built, else torch)."""
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
     if str(path_or_default) == "default":

@@ -12,6 +12,9 @@ Two implementations:
   radix cache handed to every request), that prefix is gathered and attended once for all of the group's queries,
   the rest per row, and the two partial results are merged by their log-sum-exp (cascade attention): the
   prefix's K/V are read once instead of once per row.
+- "native" (CPU, float32): rows with at most SHORT_ROW_MAX_QUERY new tokens (decode and verify rows) go to the
+  C kernel of `cpu_attention`, which reads K/V in place through the block tables with an online softmax (no
+  gather); long prompt chunks keep the torch groups above.
 - `paged_attention_triton`: one Triton program per (token, kv head) streaming the sequence's blocks with an online
   softmax; all query heads of a GQA group share each K/V tile. Used on CUDA when Triton is installed.
 """
@@ -22,6 +25,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from . import native
+from .cpu_attention import paged_attention_rows, run_length
 
 # Rows with at most this many new tokens are padded into one batched SDPA call; longer ones (prefill chunks,
 # where the padding would cost more than a separate call) get a call each.
@@ -59,12 +65,17 @@ class AttentionPlan:
     token_kv_len: torch.Tensor  # (T,) int32 how many KV positions each token attends to (c_i + j + 1)
     block_tables: torch.Tensor  # (B, max_blocks) int32
     block_size: int
+    # For the native CPU path: (n, 2) int64 runs (first token, count) of the short rows it computes (those rows
+    # are not in `groups`); None if none.
+    native_runs: torch.Tensor | None = None
 
 
 def plan_attention(query_lens: list[int], context_lens: list[int], block_tables: torch.Tensor, block_size: int,
-                   group_size: int, dtype: torch.dtype, build_groups: bool = True) -> AttentionPlan:
+                   group_size: int, dtype: torch.dtype, build_groups: bool = True,
+                   native_short_rows: bool = False) -> AttentionPlan:
     """Precompute gather indices and masks for one batch (see module docstring). `group_size` = query heads
-    per KV head; masks are laid out for the folded (kv_head, group*query) layout the reference uses."""
+    per KV head; masks are laid out for the folded (kv_head, group*query) layout the reference uses.
+    `native_short_rows`: leave rows of <= SHORT_ROW_MAX_QUERY tokens to the native kernel (`native_runs`)."""
     device = block_tables.device
     b = len(query_lens)
     starts = [0] * b
@@ -77,15 +88,24 @@ def plan_attention(query_lens: list[int], context_lens: list[int], block_tables:
     kv_len = torch.cat([torch.arange(c + 1, c + q + 1, dtype=torch.int32) for q, c in zip(query_lens, context_lens)]) \
         if b else torch.zeros(0, dtype=torch.int32)
     groups: list[_Group] = []
+    native_runs = None
     if build_groups:
         decode = [i for i, q in enumerate(query_lens) if q == 1]
         short = [i for i, q in enumerate(query_lens) if 1 < q <= SHORT_ROW_MAX_QUERY]
         long_rows = [[i] for i, q in enumerate(query_lens) if q > SHORT_ROW_MAX_QUERY]
-        for rows in ([decode] if decode else []) + ([short] if short else []) + long_rows:
+        grouped = ([decode] if decode else []) + ([short] if short else [])
+        if native_short_rows:
+            step = run_length(group_size)
+            runs = [(starts[i] + r, min(step, query_lens[i] - r)) for i in sorted(decode + short)
+                    for r in range(0, query_lens[i], step)]
+            native_runs = torch.tensor(runs, dtype=torch.int64) if runs else None
+            grouped = []
+        for rows in grouped + long_rows:
             groups.append(_build_group(rows, starts, query_lens, context_lens, block_tables, block_size,
                                        group_size, dtype, t, device))
     return AttentionPlan(groups=groups, num_tokens=t, token_seq=seq_of_token.to(device),
-                         token_kv_len=kv_len.to(device), block_tables=block_tables, block_size=block_size)
+                         token_kv_len=kv_len.to(device), block_tables=block_tables, block_size=block_size,
+                         native_runs=native_runs)
 
 
 def _build_group(rows, starts, query_lens, context_lens, block_tables, block_size, group_size, dtype, t, device):
@@ -288,14 +308,35 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     return out
 
 
+BACKENDS = ("torch", "native", "triton")
+
+
 def default_backend(device: torch.device) -> str:
-    """'triton' on CUDA when Triton is importable, else 'torch'."""
-    return "triton" if device.type == "cuda" and triton_available() else "torch"
+    """'triton' on CUDA when Triton is importable; 'native' on CPU when the native kernels are built; else 'torch'.
+    (The model falls back from 'native' to 'torch' for a dtype or shape the kernel does not take.)"""
+    if device.type == "cuda":
+        return "triton" if triton_available() else "torch"
+    return "native" if device.type == "cpu" and native.available() else "torch"
+
+
+def paged_attention_native(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan,
+                           scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Same contract as `paged_attention_reference`, for a plan built with native_short_rows=True."""
+    if out is None:
+        out = q.new_empty(q.shape)
+    if plan.native_runs is not None:
+        paged_attention_rows(q, k_cache, v_cache, plan.native_runs, plan.token_seq, plan.token_kv_len,
+                             plan.block_tables, plan.block_size, scale, out)
+    if plan.groups:
+        paged_attention_reference(q, k_cache, v_cache, plan, scale, out)
+    return out
 
 
 def paged_attention(q, k_cache, v_cache, plan: AttentionPlan, scale: float, backend: str = "torch", out=None):
     if backend == "triton":
         return paged_attention_triton(q, k_cache, v_cache, plan, scale, out)
+    if backend == "native":
+        return paged_attention_native(q, k_cache, v_cache, plan, scale, out)
     if backend == "torch":
         return paged_attention_reference(q, k_cache, v_cache, plan, scale, out)
-    raise ValueError(f"unknown attention backend {backend!r} (expected 'torch' or 'triton')")
+    raise ValueError(f"unknown attention backend {backend!r} (expected one of {', '.join(BACKENDS)})")

@@ -1,0 +1,119 @@
+"""The native CPU kernels (`cpu_*.c` in this folder), compiled on first use with the system C compiler.
+
+One shared library holds them all: `cpu_skinny_gemm.c` (matmuls of a few rows, used by `cpu_gemm.skinny_linear`)
+and `cpu_paged_attention.c` (decode/verify attention straight from the KV blocks, used by `cpu_attention`). It is
+built once per source/compiler into `<STRUCTGEN_CACHE_DIR>/kernels/` (a second or two) and loaded with ctypes,
+which drops the GIL for each call. The OpenMP runtime it links is the one torch already loaded (same soname), so
+the kernels share torch's thread pool instead of adding a second one.
+
+`library()` returns None when the kernels cannot run here (no compiler, a CPU without AVX2/FMA, a failed build,
+STRUCTGEN_CPU_KERNELS=0); callers then use torch, and `unavailable_reason()` says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+
+from .. import settings
+
+log = logging.getLogger(__name__)
+
+SOURCES = [Path(__file__).with_name("cpu_skinny_gemm.c"), Path(__file__).with_name("cpu_paged_attention.c")]
+CFLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]
+LIB_PREFIX = "structgen_cpu-"
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_unavailable_reason: str | None = None
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    if shutil.which(cc.split()[0]):
+        return cc
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def _build(cc: str) -> Path:
+    """Compile SOURCES into the cache (keyed by sources, flags and compiler) unless it is already there."""
+    digest = hashlib.sha256(" ".join([cc, *CFLAGS]).encode())
+    for src in SOURCES:
+        digest.update(src.read_bytes())
+    out_dir = settings.cache_dir() / "kernels"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / f"{LIB_PREFIX}{digest.hexdigest()[:16]}.so"
+    if lib.exists():
+        return lib
+    # Build to a private name, then rename: two processes starting at once never load a half-written file.
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_lib = Path(tmp) / lib.name
+        cmd = [*cc.split(), *CFLAGS, *map(str, SOURCES), "-o", str(tmp_lib)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
+        os.replace(tmp_lib, lib)
+    for old in out_dir.glob(f"{LIB_PREFIX}*.so"):  # builds of older sources (unlinking a loaded library is safe)
+        if old != lib:
+            old.unlink(missing_ok=True)
+    return lib
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, n, i, f = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+    lib.skinny_gemm.argtypes = [p, n, n, p, n, p, i]
+    lib.skinny_gemm.restype = None
+    lib.paged_attention_rows.argtypes = [p, n, n, p, p, n, p, n, i, p, p, p, n, i, i, i, f, p, n, n, i]
+    lib.paged_attention_rows.restype = None
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, built on the first call; None where they cannot run (see unavailable_reason())."""
+    global _lib, _tried, _unavailable_reason
+    if _tried:
+        return _lib
+    with _lock:
+        if _tried:
+            return _lib
+        try:
+            if not settings.get("STRUCTGEN_CPU_KERNELS"):
+                raise RuntimeError("turned off by STRUCTGEN_CPU_KERNELS=0")
+            cc = _compiler()
+            if cc is None:
+                raise RuntimeError("no C compiler (cc/gcc) on PATH")
+            lib = ctypes.CDLL(str(_build(cc)))
+            if not lib.skinny_gemm_supported():
+                raise RuntimeError("this CPU lacks AVX2/FMA")
+            _declare(lib)
+            _lib = lib
+        except Exception as e:  # any failure leaves torch in charge; say why once
+            _unavailable_reason = str(e)
+            log.info("native CPU kernels unavailable, using torch: %s", e)
+        _tried = True
+    return _lib
+
+
+def available() -> bool:
+    """Whether the native kernels are built and usable here (builds them on the first call)."""
+    return library() is not None
+
+
+def unavailable_reason() -> str | None:
+    library()
+    return _unavailable_reason
+
+
+if __name__ == "__main__":  # `python -m structgen.kernels.native`: build now and say what CPU steps will use
+    if available():
+        print("[setup] native CPU kernels: built")
+    else:
+        print(f"[setup] native CPU kernels unavailable ({unavailable_reason()}); torch will be used")
