@@ -5,7 +5,7 @@ new token per sequence. This is the floor the engine loop builds on (no sampling
 
     .venv/bin/python benchmarks/bench_model_step.py [--model default] [--batches 1 8 32] [--context 256]
         [--steps 10] [--device cpu] [--dtype float32] [--random-weights CONFIG_JSON] [--out table.md]
-        [--attention torch native]   # one row per attention backend (default: the model's default backend)
+        [--attention torch native] [--rounds 3]   # one row per attention backend, timed in turns
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, nargs="+", default=[1],
                     help="new tokens per sequence per step (>1: verify rows; ours only, transformers at 1)")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1, help="times each backend is timed, in turns (--steps each)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: per device)")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers peer")
@@ -159,15 +160,19 @@ def main(argv=None) -> int:
         name = args.model
 
     lines = [f"# decode step, {name}, {device.type} {dtype}, context {args.context}, "
-             f"{torch.get_num_threads()} threads, median of {args.steps} steps",
+             f"{torch.get_num_threads()} threads, median of {args.rounds} x {args.steps} steps",
              "", "| batch | rows/seq | attention | ours ms/step | transformers ms/step | speedup | ours rows/s |",
              "|---|---|---|---|---|---|---|"]
     for b in args.batches:
         for rows in args.rows:
             hf_ms = statistics.median(bench_hf(hf, b, args.context, args.steps, device)) * 1e3 \
                 if hf and rows == 1 else float("nan")
-            for model in ours.values():
-                ours_ms = statistics.median(bench_ours(model, b, args.context, args.steps, rows=rows)) * 1e3
+            times: dict[str, list[float]] = {name: [] for name in ours}
+            for _ in range(args.rounds):  # backends take turns, so machine drift falls on all of them alike
+                for name, model in ours.items():
+                    times[name] += bench_ours(model, b, args.context, args.steps, rows=rows)
+            for name, model in ours.items():
+                ours_ms = statistics.median(times[name]) * 1e3
                 lines.append(f"| {b} | {rows} | {model.attention_backend} | {ours_ms:.1f} | {hf_ms:.1f} | "
                              f"{hf_ms / ours_ms:.2f}x | {b * rows / ours_ms * 1e3:.0f} |")
                 print(lines[-1], flush=True)
