@@ -97,7 +97,9 @@ def library() -> ctypes.CDLL | None:
             _lib = lib
         except Exception as e:  # any failure leaves torch in charge; say why once
             _unavailable_reason = str(e)
-            log.info("native CPU kernels unavailable, using torch: %s", e)
+            turned_off = not settings.get("STRUCTGEN_CPU_KERNELS")
+            (log.info if turned_off else log.warning)(
+                "native CPU kernels unavailable, CPU decode steps use torch (slower): %s", e)
         _tried = True
     return _lib
 

@@ -113,3 +113,18 @@ def test_builds_into_the_cache_dir_once(tmp_path):
     assert second.returncode == 0, second.stderr
     assert first.stdout == second.stdout and lib.name in first.stdout  # one library, no leftover temp folders
     assert lib.stat().st_mtime_ns == mtime
+
+
+def test_without_a_compiler_torch_takes_over_and_the_model_still_runs(tmp_path):
+    # a machine with no C compiler: no build, a stated reason, and a forward that still matches F.linear
+    code = ("import torch; from structgen.kernels import native; from structgen.engine import model; "
+            "from structgen.kernels.attention import default_backend; "
+            "x, w = torch.randn(3, 16), torch.randn(5, 16); "
+            "torch.testing.assert_close(model.linear(x, w), torch.nn.functional.linear(x, w)); "
+            "assert default_backend(torch.device('cpu')) == 'torch'; print(native.unavailable_reason())")
+    env = {"STRUCTGEN_CACHE_DIR": str(tmp_path), "PATH": str(tmp_path / "no-bin")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "no C compiler" in out.stdout
+    assert "native CPU kernels unavailable" in out.stderr  # said once, as a warning
+    assert not list(tmp_path.glob("kernels/*.so"))
