@@ -90,11 +90,13 @@ def library() -> ctypes.CDLL | None:
             cc = _compiler()
             if cc is None:
                 raise RuntimeError("no C compiler (cc/gcc) on PATH")
-            lib = ctypes.CDLL(str(_build(cc)))
+            path = _build(cc)
+            lib = ctypes.CDLL(str(path))
             if not lib.skinny_gemm_supported():
                 raise RuntimeError("this CPU lacks AVX2/FMA")
             _declare(lib)
             _lib = lib
+            log.info("native CPU kernels loaded from %s", path)
         except Exception as e:  # any failure leaves torch in charge; say why once
             _unavailable_reason = str(e)
             turned_off = not settings.get("STRUCTGEN_CPU_KERNELS")
