@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from .cpu_attention import paged_attention_rows, run_length
+from .cpu_attention import check_runs, paged_attention_rows, run_length
 
 # Rows with at most this many new tokens are padded into one batched SDPA call; longer ones (prefill chunks,
 # where the padding would cost more than a separate call) get a call each.
@@ -66,8 +66,9 @@ class AttentionPlan:
     block_tables: torch.Tensor  # (B, max_blocks) int32
     block_size: int
     # For the native CPU path: (n, 2) int64 runs (first token, count) of the short rows it computes (those rows
-    # are not in `groups`); None if none.
+    # are not in `groups`); None if none. Checked by cpu_attention.check_runs for (num_tokens, group_size).
     native_runs: torch.Tensor | None = None
+    group_size: int = 0
 
 
 def plan_attention(query_lens: list[int], context_lens: list[int], block_tables: torch.Tensor, block_size: int,
@@ -98,14 +99,16 @@ def plan_attention(query_lens: list[int], context_lens: list[int], block_tables:
             step = run_length(group_size)
             runs = [(starts[i] + r, min(step, query_lens[i] - r)) for i in sorted(decode + short)
                     for r in range(0, query_lens[i], step)]
-            native_runs = torch.tensor(runs, dtype=torch.int64) if runs else None
+            if runs:
+                native_runs = torch.tensor(runs, dtype=torch.int64)
+                check_runs(native_runs, t, group_size)  # once per forward, not once per layer
             grouped = []
         for rows in grouped + long_rows:
             groups.append(_build_group(rows, starts, query_lens, context_lens, block_tables, block_size,
                                        group_size, dtype, t, device))
     return AttentionPlan(groups=groups, num_tokens=t, token_seq=seq_of_token.to(device),
                          token_kv_len=kv_len.to(device), block_tables=block_tables, block_size=block_size,
-                         native_runs=native_runs)
+                         native_runs=native_runs, group_size=group_size)
 
 
 def _build_group(rows, starts, query_lens, context_lens, block_tables, block_size, group_size, dtype, t, device):
@@ -326,7 +329,8 @@ def paged_attention_native(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         out = q.new_empty(q.shape)
     if plan.native_runs is not None:
         paged_attention_rows(q, k_cache, v_cache, plan.native_runs, plan.token_seq, plan.token_kv_len,
-                             plan.block_tables, plan.block_size, scale, out)
+                             plan.block_tables, plan.block_size, scale, out,
+                             runs_checked_for=(plan.num_tokens, plan.group_size))
     if plan.groups:
         paged_attention_reference(q, k_cache, v_cache, plan, scale, out)
     return out

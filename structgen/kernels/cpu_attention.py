@@ -1,8 +1,8 @@
 """Paged attention for decode and verify rows on CPU through the native kernel (`cpu_paged_attention.c`).
 
 The kernel reads each sequence's keys/values in place through its block table (one task per run of a sequence's new
-tokens and KV head, online softmax), where the torch reference first gathers them into a contiguous buffer. `structgen.kernels.attention`
-sends the rows with at most SHORT_ROW_MAX_QUERY new tokens here under the "native" backend; long prompt chunks keep
+tokens and KV head, online softmax), where the torch reference first gathers them into a contiguous buffer.
+`structgen.kernels.attention` sends the rows with at most SHORT_ROW_MAX_QUERY new tokens here under the "native" backend; long prompt chunks keep
 the torch path.
 """
 
@@ -29,16 +29,28 @@ def run_length(group_size: int) -> int:
     return max(1, MAX_VEC // group_size)
 
 
+def check_runs(runs: torch.Tensor, num_tokens: int, group_size: int) -> None:
+    """Raise ValueError unless every run of `runs` (n, 2) is non-empty, inside the first `num_tokens` tokens and at
+    most run_length(group_size) long (what the kernel's buffers hold)."""
+    if runs.numel() and (int(runs[:, 1].max()) > run_length(group_size) or int(runs[:, 1].min()) < 1
+                         or int(runs[:, 0].min()) < 0 or int((runs[:, 0] + runs[:, 1]).max()) > num_tokens):
+        raise ValueError("native paged attention: a run is empty, too long or outside q")
+
+
 def paged_attention_rows(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, runs: torch.Tensor,
                          token_seq: torch.Tensor, token_kv_len: torch.Tensor, block_tables: torch.Tensor,
-                         block_size: int, scale: float, out: torch.Tensor) -> None:
+                         block_size: int, scale: float, out: torch.Tensor,
+                         runs_checked_for: tuple[int, int] | None = None) -> None:
     """out[t] = attention of q[t] over positions 0 .. token_kv_len[t]-1 of sequence token_seq[t], for the tokens of
     `runs`: (n, 2) int64 (first token, count), each run consecutive new tokens of one sequence, count <=
     run_length(Hq / Hkv).
 
     q, out: (T, Hq, D) float32 CPU with a contiguous last dim; k_cache/v_cache: (slots, Hkv, D) contiguous;
     token_seq, token_kv_len: (T,) int32; block_tables: (B, max_blocks) int32. The caller checked `supports(...)`;
-    this only guards what would make the kernel read out of bounds."""
+    this only guards what would make the kernel read out of bounds.
+
+    runs_checked_for: the (num_tokens, group_size) that `check_runs` already passed these runs for (an attention
+    plan checks them once per forward, not once per layer); when it matches q's shape the check is not repeated."""
     lib = native.library()
     t, hq, d = q.shape
     hkv = k_cache.shape[1]
@@ -49,9 +61,8 @@ def paged_attention_rows(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.
             or k_cache.shape[0] % block_size):
         raise ValueError("native paged attention: unexpected layout of q, out or the KV cache")
     runs = runs.to(torch.int64).contiguous()
-    if runs.numel() and (int(runs[:, 1].max()) > run_length(hq // hkv) or int(runs[:, 1].min()) < 1
-                         or int(runs[:, 0].min()) < 0 or int((runs[:, 0] + runs[:, 1]).max()) > t):
-        raise ValueError("native paged attention: a run is empty, too long or outside q")
+    if runs_checked_for != (t, hq // hkv):
+        check_runs(runs, t, hq // hkv)
     token_seq = token_seq.to(torch.int32).contiguous()
     token_kv_len = token_kv_len.to(torch.int32).contiguous()
     block_tables = block_tables.to(torch.int32).contiguous()

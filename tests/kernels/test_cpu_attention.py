@@ -121,3 +121,7 @@ def test_refuses_runs_that_would_read_out_of_bounds():
     with pytest.raises(ValueError, match="run"):
         cpu_attention.paged_attention_rows(q, kc, vc, past_q, plan.token_seq, plan.token_kv_len,
                                            plan.block_tables, 4, 0.25, out)
+    # a check done for another shape (here: group 4, where 3 tokens fit a run) does not vouch for this one
+    with pytest.raises(ValueError, match="run"):
+        cpu_attention.paged_attention_rows(q, kc, vc, too_long, plan.token_seq, plan.token_kv_len,
+                                           plan.block_tables, 4, 0.25, out, runs_checked_for=(3, 4))
