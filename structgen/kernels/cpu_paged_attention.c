@@ -16,10 +16,9 @@
  *   runs    (n, 2) int64: (first token, count) of each run of a sequence's new tokens to compute
  * Limits checked by the caller (cpu_attention.py): D % 8 == 0, D <= MAX_D, count * Hq / Hkv <= MAX_VEC.
  */
-#include <immintrin.h>
+#include "cpu_simd.h"
 #include <math.h>
 
-#define KERNEL __attribute__((target("avx2,fma")))
 #define MAX_D 256
 #define MAX_VEC 16 /* query vectors per task: tokens of a run x query heads per kv head */
 #define MAX_BLOCK 64
@@ -43,13 +42,6 @@ KERNEL static inline __m256 exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
-
-KERNEL static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_hadd_ps(s, s);
-    s = _mm_hadd_ps(s, s);
-    return _mm_cvtss_f32(s);
 }
 
 /* The 8 horizontal sums of a[0..7], as one vector (lane i = sum of a[i]). */

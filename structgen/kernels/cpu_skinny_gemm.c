@@ -13,21 +13,13 @@
  * 16 ymm registers) for full groups of 4 rows, and Rx4 tiles (R = 1..3) for the rest; both walk 12 weight rows at a
  * time so that the remainder rows reuse the weights while they are still in L1/L2.
  */
-#include <immintrin.h>
+#include "cpu_simd.h"
 
-#define KERNEL __attribute__((target("avx2,fma")))
 
 /* Safe on any x86-64 CPU: the caller checks it before calling anything built for AVX2. */
 int skinny_gemm_supported(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
-KERNEL static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_hadd_ps(s, s);
-    s = _mm_hadd_ps(s, s);
-    return _mm_cvtss_f32(s);
 }
 
 /* One MR x NR tile: y[i, j] = dot(x row i, w row j) over all K. Constant trip counts: GCC unrolls the i/j loops

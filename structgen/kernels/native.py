@@ -28,6 +28,7 @@ from .. import settings
 log = logging.getLogger(__name__)
 
 SOURCES = [Path(__file__).with_name("cpu_skinny_gemm.c"), Path(__file__).with_name("cpu_paged_attention.c")]
+HEADERS = [Path(__file__).with_name("cpu_simd.h")]  # included by the sources: part of the build key
 CFLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]
 LIB_PREFIX = "structgen_cpu-"
 
@@ -45,9 +46,9 @@ def _compiler() -> str | None:
 
 
 def _build(cc: str) -> Path:
-    """Compile SOURCES into the cache (keyed by sources, flags and compiler) unless it is already there."""
+    """Compile SOURCES into the cache (keyed by sources, headers, flags and compiler) unless it is already there."""
     digest = hashlib.sha256(" ".join([cc, *CFLAGS]).encode())
-    for src in SOURCES:
+    for src in SOURCES + HEADERS:
         digest.update(src.read_bytes())
     out_dir = settings.cache_dir() / "kernels"
     out_dir.mkdir(parents=True, exist_ok=True)
