@@ -2,7 +2,7 @@
 # The CUDA check of issue 3, for a GPU machine with no network (torch, triton and transformers installed; other
 # wheels carried in). Runs the CUDA tests, then the decode-step micro-benchmark and the engine benchmark with a
 # SmolLM2-1.7B-shaped Llama config (random weights, the real tokenizer), and writes every table to OUT_DIR.
-# Then issue 6's speculative benchmark with a random SmolLM2-135M-shaped draft model.
+# Then issue 6's speculative benchmark (`structgen bench speculative`) with a random SmolLM2-135M-shaped draft model.
 # Budget: under 10 minutes in all (each step has its own timeout; a step that fails or times out is recorded and
 # the script goes on).
 #
@@ -160,8 +160,9 @@ for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
 EOF
 then
   LEFT=$(( 540 - ($(date +%s) - START) ))
-  step speculative_bench "$LEFT" "$PY" benchmarks/bench_speculative.py --model "$MODEL_DIR" --device "$DEVICE" \
-    --draft-model "$DRAFT_DIR" --extraction 8 --schemas 0 --concurrency 1,8 --max-tokens 64 --threads 0
+  step speculative_bench "$LEFT" "$PY" -m structgen.cli bench speculative --model "$MODEL_DIR" --device "$DEVICE" \
+    --draft-model "$DRAFT_DIR" --extraction 8 --schemas 0 --concurrency 1,8 --max-tokens 64 --threads 0 \
+    --out "$OUT/speculative" --no-progress
   grep -E '^(#|\|)' "$OUT/speculative_bench.log" >> "$SUMMARY"
 else
   note "- speculative_bench: SKIPPED (not enough of the time budget left)"

@@ -21,6 +21,11 @@ def default_data_dir() -> Path:
     return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
 
 
+def default_schemas_dir() -> Path:
+    """`<repo>/schemas`: the ready extraction schemas and their example documents (a checkout, not the wheel)."""
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
 @dataclass(frozen=True)
 class Instance:
     data: object

@@ -1,4 +1,4 @@
-"""`structgen bench masks | coverage | serve | engine`: one command per benchmark, peers side by side.
+"""`structgen bench masks | coverage | serve | engine | speculative`: one command per benchmark, peers side by side.
 
 Each mode writes results.jsonl + summary.md (+ a PNG where it draws one) under --out and prints the tables.
 """
@@ -17,6 +17,8 @@ MODES = {
     "coverage": ("structgen.bench.coverage", "schema coverage and compliance with the default model"),
     "serve": ("structgen.bench.serve", "throughput and latency against a running server"),
     "engine": ("structgen.bench.engine", "engine micro-benchmarks (decode step, masking overhead)"),
+    "speculative": ("structgen.bench.speculative",
+                    "plain decoding vs forced runs vs prompt lookup (vs a draft model): forwards per token, tok/s"),
 }
 
 

@@ -385,13 +385,3 @@ def render(results: list[LevelResult], levels: list[int]) -> str:
                "prefilled", "forwards", "mask ms/step", "valid", "x transformers", "matched wall / wall"]
     return markdown_table(headers, rows)
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench_engine", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    return run(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -92,11 +92,6 @@ def _git_commit() -> str:
 
 def command_line(argv: Sequence[str] | None = None) -> str:
     """The command as a person would retype it: `structgen bench ...` whichever way it was started."""
-    script_dir = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-    if argv is None and sys.argv[0].endswith(".py") and script_dir == "benchmarks":
-        # Started as one of benchmarks/*.py: say so, or the recorded command would not reproduce the run.
-        script = os.path.relpath(sys.argv[0]) if os.path.isabs(sys.argv[0]) else sys.argv[0]
-        return " ".join([".venv/bin/python", shlex.quote(script)] + [shlex.quote(a) for a in sys.argv[1:]])
     argv = list(sys.argv[1:] if argv is None else argv)
     return "structgen " + " ".join(shlex.quote(a) for a in argv)
 

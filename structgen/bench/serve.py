@@ -76,7 +76,7 @@ def _status_of(e: BaseException) -> str:
 
 async def one_request(client, item: ExtractionItem, max_tokens: int, timeout: float) -> RequestResult:
     """Stream one extraction request; never raises (errors become a result with their status)."""
-    from structgen.extraction import ExtractionTask
+    from structgen.client.extraction import ExtractionTask
 
     task = ExtractionTask.of(item.schema)
     t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def summarize_level(results: list[RequestResult], wall_s: float) -> dict:
 def run_hf_baseline(items: list[ExtractionItem], n: int, max_tokens: int, progress: bool = True) -> dict:
     """The same extraction prompts through transformers generate (unconstrained, greedy, one at a time)."""
     from structgen import default_tokenizer
-    from structgen.extraction import ExtractionTask
+    from structgen.client.extraction import ExtractionTask
 
     from .generators import HFGenerator
 

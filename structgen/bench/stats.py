@@ -18,6 +18,14 @@ def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(arr, q))
 
 
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    """The value at rank round(q * (n - 1)) of the sorted values (q in 0..1, no interpolation); NaN for none."""
+    xs = sorted(values)
+    if not xs:
+        return math.nan
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
 def mean(values: Sequence[float] | np.ndarray) -> float:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()) if arr.size else math.nan

@@ -33,3 +33,10 @@ def test_cells_and_ratios():
     assert stats.fmt_ratio(stats.ratio(1.0, 800.0)) == "0.00125x"
     assert stats.fmt_ratio(stats.ratio(3.0, 0.0)) == "-"
     assert stats.fmt_pct(1, 3) == "33.3%" and stats.fmt_pct(0, 0) == "-"
+
+
+def test_nearest_rank_takes_a_value_of_the_sample():
+    assert stats.nearest_rank([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert stats.nearest_rank([1.0, 2.0, 3.0, 4.0], 0.95) == 4.0     # round(0.95 * 3) = 3
+    assert stats.nearest_rank([1.0, 2.0], 0.0) == 1.0
+    assert math.isnan(stats.nearest_rank([], 0.5))
