@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _DEVICES = ("auto", "cpu", "cuda")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -14,33 +14,49 @@ class EngineConfig:
     """Settings of one engine (one model on one device).
 
     `model` is "default" (the embedded SmolLM2-135M-Instruct) or a Hugging Face folder / GGUF file path.
+    Each field's metadata is the help of its `structgen serve` flag (structgen/server/cli.py derives the flags).
     """
 
-    model: str = "default"
-    device: str = "auto"                # "auto" = cuda when available, else cpu
-    dtype: str = "auto"                 # "auto" = float32 on cpu, bfloat16 on cuda
+    model: str = field(default="default", metadata={
+        "help": "'default' (the embedded SmolLM2-135M-Instruct) or a model folder / GGUF file"})
+    device: str = field(default="auto", metadata={
+        "help": "auto | cpu | cuda | cuda:N (auto: cuda when available)"})
+    dtype: str = field(default="auto", metadata={
+        "help": "weights and KV cache dtype (auto: float32 on cpu, bfloat16 on cuda)", "choices": _DTYPES})
     # KV pool size in bytes; None = 1 GiB on cpu (~23k tokens of SmolLM2-135M), 8 GiB on cuda.
-    kv_cache_bytes: int | None = None
-    block_size: int = 16                # tokens per KV block; also the radix cache's page size
-    max_num_seqs: int = 64              # most sequences in one step's batch
+    kv_cache_bytes: int | None = field(default=None, metadata={
+        "help": "KV pool size in bytes (default: 1 GiB on cpu, 8 GiB on cuda)"})
+    block_size: int = field(default=16, metadata={
+        "help": "tokens per KV block, a power of two (also the prefix cache's page)"})
+    max_num_seqs: int = field(default=64, metadata={"help": "most sequences per batch"})
     # Tokens one forward may process (decode rows + prefill chunks). Long prompts are prefilled in chunks
     # so that running decodes are never stalled behind one big prefill.
-    max_num_batched_tokens: int = 1024
-    max_model_len: int | None = None    # None = the model's max_position_embeddings, capped at 8192
-    compile_workers: int = 2            # threads compiling constraints off the loop thread
-    enable_prefix_cache: bool = True
-    # Fill the batch bitmask in a helper thread while the forward runs (torch releases the GIL).
-    overlap_mask_fill: bool = False
+    max_num_batched_tokens: int = field(default=1024, metadata={
+        "help": "most tokens one forward processes (decode rows + prefill chunks)"})
+    max_model_len: int | None = field(default=None, metadata={
+        "help": "context length cap in tokens (default: the model's, at most 8192)"})
+    compile_workers: int = field(default=2, metadata={
+        "help": "threads compiling constraints off the engine's loop thread"})
+    enable_prefix_cache: bool = field(default=True, metadata={
+        "flag": "--prefix-cache", "help": "reuse the KV of shared prompt prefixes (radix cache)"})
+    # Worth a thread because torch releases the GIL during the forward.
+    overlap_mask_fill: bool = field(default=False, metadata={
+        "help": "fill the batch bitmask in a helper thread while the forward runs"})
     # Issue 6: append the constraint's forced continuation without sampling (jump-forward), and propose drafts
     # (prompt lookup: spans of the prompt the output is copying). Both are verified by the model in the next
     # forward, so greedy output is token-for-token the same with them off; on by default because extraction output
     # is mostly scaffolding and copied spans (0.49 forwards per output token on the extraction dev set).
-    forced_runs: bool = True
-    speculation: str = "prompt_lookup"  # "off" | "prompt_lookup" | "draft_model" (issue 6)
-    num_speculative_tokens: int = 4
-    draft_model: str | None = None
-    seed: int = 0                       # base seed for requests that sample without their own seed
-    num_threads: int = 0                # torch intra-op threads on cpu (0 = torch's default)
+    forced_runs: bool = field(default=True, metadata={
+        "help": "append the constraint's forced continuation without sampling"})
+    speculation: str = field(default="prompt_lookup", metadata={  # issue 6
+        "help": "draft proposer, verified by the model", "choices": _SPECULATION})
+    num_speculative_tokens: int = field(default=4, metadata={
+        "help": "most proposed tokens per step, 1..16 (k is adapted below it)"})
+    draft_model: str | None = field(default=None, metadata={
+        "help": "model folder / GGUF file of a draft model of the same tokenizer (implies --speculation "
+                "draft_model; the --model value drafts with the target's own weights)"})
+    seed: int = field(default=0, metadata={"help": "base seed for requests that sample without their own seed"})
+    num_threads: int = field(default=0, metadata={"help": "torch intra-op threads on cpu (0: torch's default)"})
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model:

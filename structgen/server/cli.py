@@ -1,72 +1,94 @@
-"""`structgen serve`: run the gRPC server on one model; prints where it listens, then "ready"."""
+"""`structgen serve`: run the gRPC server on one model; prints where it listens, then "ready".
+
+The flags come from the config dataclasses: one per EngineConfig and ServerConfig field, spelled `--field-name`
+unless the field's metadata names its `flag`, with the metadata's `help` and `choices`; a bool is `--x/--no-x`.
+Every flag defaults to "not given", so the dataclass default stays the only default, and a new knob is a new
+flag without an edit here (tests/server/test_cli.py checks both).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
+import types
+import typing
 
-from .config import ServerConfig, load_api_keys
+from ..engine.config import EngineConfig
+from .config import ServerConfig
+
+_SCALARS = (str, int, float)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _flag_type(cls, f: dataclasses.Field) -> type:
+    """The type a flag's string becomes: the field's scalar type (`int | None` -> int); str where the field's
+    metadata has a `from_flag` converter. TypeError for a field no flag can express (give it `from_flag`)."""
+    if "from_flag" in f.metadata:
+        return str
+    hint = typing.get_type_hints(cls)[f.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+    if hint is bool or hint in _SCALARS:
+        return hint
+    raise TypeError(f"{cls.__name__}.{f.name}: no flag for type {hint!r}; give the field a 'from_flag' converter")
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if default is None or "from_flag" in f.metadata:
+        return ""
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    return f" (default: {default})"
+
+
+def add_config_arguments(parser, cls) -> None:
+    """One flag per field of the dataclass `cls`, its value stored under the field's name (None: not given)."""
+    for f in dataclasses.fields(cls):
+        kind = _flag_type(cls, f)
+        help_text = f.metadata.get("help", "").replace("%", "%%") + _default_text(f)
+        if kind is bool:
+            parser.add_argument(flag_name(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag_name(f), dest=f.name, type=kind, default=None,
+                                choices=f.metadata.get("choices"), help=help_text)
+
+
+def config_kwargs(cls, args: argparse.Namespace) -> dict:
+    """The fields of `cls` given on the command line (a `from_flag` converter runs even when its flag is not)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name)
+        if "from_flag" in f.metadata:
+            out[f.name] = f.metadata["from_flag"](value)
+        elif value is not None:
+            out[f.name] = value
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser):
-    p.add_argument("--model", default="default",
-                   help="'default' (the embedded SmolLM2-135M-Instruct) or a model folder / GGUF file")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=50051, help="port to bind; 0 picks a free one (default: 50051)")
-    p.add_argument("--api-key-file", default=None,
-                   help="file of accepted API keys, one per line (also: STRUCTGEN_API_KEYS=k1,k2)")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-    p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
-    p.add_argument("--max-queue", type=int, default=ServerConfig.max_queue,
-                   help="most requests held at once; past it RESOURCE_EXHAUSTED (default: %(default)s)")
-    p.add_argument("--max-tokens-limit", type=int, default=ServerConfig.max_tokens_limit,
-                   help="largest max_tokens a request may ask for (default: %(default)s)")
-    p.add_argument("--default-max-tokens", type=int, default=ServerConfig.default_max_tokens,
-                   help="max_tokens when a request leaves it unset (default: %(default)s)")
-    p.add_argument("--max-request-bytes", type=int, default=ServerConfig.max_request_bytes,
-                   help="largest request message (default: %(default)s)")
-    p.add_argument("--drain-timeout", type=float, default=ServerConfig.drain_timeout_s,
-                   help="seconds in-flight requests may take to finish on SIGTERM (default: %(default)s)")
-    p.add_argument("--max-num-seqs", type=int, default=None, help="engine: most sequences per batch")
-    p.add_argument("--kv-cache-bytes", type=int, default=None, help="engine: KV pool size in bytes")
-    p.add_argument("--max-model-len", type=int, default=None, help="engine: context length cap in tokens")
-    p.add_argument("--forced-runs", action=argparse.BooleanOptionalAction, default=None,
-                   help="engine: append the constraint's forced continuation without sampling (default: the "
-                        "engine's)")
-    p.add_argument("--speculation", choices=("off", "prompt_lookup", "draft_model"), default=None,
-                   help="engine: draft proposer, verified by the model (default: the engine's)")
-    p.add_argument("--draft-model", default=None,
-                   help="engine: model folder / GGUF file of a draft model of the same tokenizer (implies "
-                        "--speculation draft_model; the --model value drafts with the target's own weights)")
-    p.add_argument("--num-speculative-tokens", type=int, default=None,
-                   help="engine: most proposed tokens per step (k is adapted below it)")
-    p.add_argument("--log-prompts", action="store_true", help="include prompt text in request logs (private!)")
+    add_config_arguments(p.add_argument_group("engine (EngineConfig)"), EngineConfig)
+    add_config_arguments(p.add_argument_group("server (ServerConfig)"), ServerConfig)
     p.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
 
 
 def server_config(args) -> ServerConfig:
-    return ServerConfig(
-        host=args.host, port=args.port, max_queue=args.max_queue, default_max_tokens=args.default_max_tokens,
-        max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes,
-        api_keys=load_api_keys(args.api_key_file), metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-        drain_timeout_s=args.drain_timeout, log_prompts=args.log_prompts,
-    )
+    return ServerConfig(**config_kwargs(ServerConfig, args))
 
 
-def engine_config(args):
-    from ..engine.config import EngineConfig
-
-    speculation = args.speculation
-    if args.draft_model is not None and speculation is None:
-        speculation = "draft_model"
-    extra = {k: v for k, v in (("max_num_seqs", args.max_num_seqs), ("kv_cache_bytes", args.kv_cache_bytes),
-                               ("max_model_len", args.max_model_len), ("forced_runs", args.forced_runs),
-                               ("speculation", speculation), ("draft_model", args.draft_model),
-                               ("num_speculative_tokens", args.num_speculative_tokens)) if v is not None}
-    return EngineConfig(model=args.model, device=args.device, **extra)
+def engine_config(args) -> EngineConfig:
+    kwargs = config_kwargs(EngineConfig, args)
+    if "draft_model" in kwargs and "speculation" not in kwargs:
+        kwargs["speculation"] = "draft_model"   # --draft-model alone means: draft with it
+    return EngineConfig(**kwargs)
 
 
 async def _serve(args) -> int:

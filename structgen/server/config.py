@@ -9,29 +9,58 @@ from pathlib import Path
 from .. import settings
 
 
+def load_api_keys(path: str | os.PathLike | None = None) -> frozenset[str]:
+    """Keys from a file (one per line; blank lines and `#` comments skipped) plus STRUCTGEN_API_KEYS."""
+    keys: set[str] = set()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"API key file not found: {p}")
+        for line in p.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                keys.add(line)
+        if not keys:
+            raise ValueError(f"API key file {p} holds no keys")
+    keys.update(k.strip() for k in settings.get("STRUCTGEN_API_KEYS").split(",") if k.strip())
+    return frozenset(keys)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Options of one server process (the engine has its own EngineConfig).
 
     NOTE: `port=0` binds a free port; `Server.port` tells which one after `start()`.
+    Each field's metadata is the help of its `structgen serve` flag (structgen/server/cli.py derives the flags);
+    `from_flag` turns the flag's value (None when absent) into the field's.
     """
 
-    host: str = "127.0.0.1"  # loopback by default: exposing a server is a deliberate choice
-    port: int = 50051
+    host: str = field(default="127.0.0.1", metadata={  # loopback: exposing a server is a deliberate choice
+        "help": "address to bind (0.0.0.0 for all)"})
+    port: int = field(default=50051, metadata={"help": "port to bind; 0 picks a free one"})
     # Most requests held at once (running + waiting). Past it a request gets RESOURCE_EXHAUSTED at once, so
     # overload shows up as fast errors a load balancer can route around, not as ever-growing latency.
-    max_queue: int = 256
-    default_max_tokens: int = 256
-    max_tokens_limit: int = 4096  # also capped by the model's context length
+    max_queue: int = field(default=256, metadata={
+        "help": "most requests held at once; past it RESOURCE_EXHAUSTED"})
+    default_max_tokens: int = field(default=256, metadata={
+        "help": "max_tokens when a request leaves it unset"})
+    max_tokens_limit: int = field(default=4096, metadata={
+        "help": "largest max_tokens a request may ask for (also capped by the model's context length)"})
     # 4 MiB: gRPC's own default; large enough for a long document plus a schema.
-    max_request_bytes: int = 4 * 1024 * 1024
-    max_response_bytes: int = 4 * 1024 * 1024
-    api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: no auth
-    metrics_port: int | None = None  # None: no metrics endpoint; 0: a free port
-    metrics_host: str = "127.0.0.1"
-    drain_timeout_s: float = 30.0  # on SIGTERM: how long in-flight requests may take to finish
-    log_prompts: bool = False  # never log prompt text unless asked (it is often private data)
-    compiled_registry_size: int = 1024  # Compile ids kept (least recently used dropped)
+    max_request_bytes: int = field(default=4 * 1024 * 1024, metadata={"help": "largest request message"})
+    max_response_bytes: int = field(default=4 * 1024 * 1024, metadata={"help": "largest response message"})
+    api_keys: frozenset[str] = field(default_factory=frozenset, metadata={  # empty: no auth
+        "flag": "--api-key-file", "from_flag": load_api_keys,
+        "help": "file of accepted API keys, one per line (also: STRUCTGEN_API_KEYS=k1,k2)"})
+    metrics_port: int | None = field(default=None, metadata={  # None: no metrics endpoint
+        "help": "serve Prometheus /metrics on this port (0: a free one)"})
+    metrics_host: str = field(default="127.0.0.1", metadata={"help": "address of the metrics endpoint"})
+    drain_timeout_s: float = field(default=30.0, metadata={
+        "flag": "--drain-timeout", "help": "seconds in-flight requests may take to finish on SIGTERM"})
+    log_prompts: bool = field(default=False, metadata={  # prompts are often private data
+        "help": "include prompt text in request logs (private!)"})
+    compiled_registry_size: int = field(default=1024, metadata={
+        "help": "Compile ids kept (least recently used dropped)"})
 
     def __post_init__(self):
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
@@ -61,19 +90,3 @@ class ServerConfig:
     def auth_required(self) -> bool:
         return bool(self.api_keys)
 
-
-def load_api_keys(path: str | os.PathLike | None = None) -> frozenset[str]:
-    """Keys from a file (one per line; blank lines and `#` comments skipped) plus STRUCTGEN_API_KEYS."""
-    keys: set[str] = set()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"API key file not found: {p}")
-        for line in p.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                keys.add(line)
-        if not keys:
-            raise ValueError(f"API key file {p} holds no keys")
-    keys.update(k.strip() for k in settings.get("STRUCTGEN_API_KEYS").split(",") if k.strip())
-    return frozenset(keys)
