@@ -13,7 +13,7 @@ from .errors import (  # noqa: E402
 from .tokenizer import Tokenizer, default_tokenizer  # noqa: E402
 
 
-# Typed errors of the SDK (structgen/client_errors.py), mapped from gRPC status codes.
+# Typed errors of the SDK (structgen/client/errors.py), mapped from gRPC status codes.
 _CLIENT_ERRORS = ("RemoteError", "InvalidRequest", "InvalidConstraint", "NotFound", "Overloaded", "Unauthenticated",
                   "DeadlineExceeded", "Unavailable", "Cancelled", "ServerError", "ExtractionError")
 
@@ -29,9 +29,9 @@ def __getattr__(name):
 
         return getattr(client, name)
     if name in _CLIENT_ERRORS:
-        from . import client_errors
+        from .client import errors
 
-        return getattr(client_errors, name)
+        return getattr(errors, name)
     raise AttributeError(f"module 'structgen' has no attribute {name!r}")
 
 

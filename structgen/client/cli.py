@@ -2,22 +2,24 @@
 
     structgen extract --schema schemas/invoice.json schemas/examples/invoice.txt
     cat mail.txt | structgen extract --schema schemas/support_ticket.json -
-    structgen extract --local --schema schemas/receipt.json scans/*.txt     # no server: an in-process engine
+    structgen extract --local --schema schemas/receipt.json scans/*.txt     # a server in this process, for this run
 
 Each input that works prints one line: its extracted value as compact JSON, in input order. An input that
 fails prints nothing on stdout and one line on stderr naming it; the exit code is 1 if any failed.
+`--local` starts a real server in-process on a free loopback port and asks it through the same `Client`, so
+both modes take one request path.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import sys
-import uuid
 from pathlib import Path
+from typing import Iterator
 
-from . import settings
+from .. import settings
 
 
 def add_arguments(p: argparse.ArgumentParser):
@@ -26,11 +28,12 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--schema", required=True, help="JSON Schema file (e.g. schemas/invoice.json)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of a structgen server")
-    where.add_argument("--local", action="store_true", help="run an in-process engine instead of a server")
+    where.add_argument("--local", action="store_true",
+                       help="start a server in this process for this run (loads --model) instead of --server")
     p.add_argument("--instructions", default=None, help="extra instructions for the model")
     p.add_argument("--max-tokens", type=int, default=None, help="most tokens per output (default: 1024)")
     p.add_argument("--concurrency", type=int, default=8, help="documents in flight at once (default: 8)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per document (server mode)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per document")
     p.add_argument("--api-key-file", default=None,
                    help="file holding the server's API key (also: STRUCTGEN_API_KEY)")
     p.add_argument("--model", default="default", help="--local: 'default' or a model folder / GGUF file")
@@ -61,57 +64,53 @@ def _api_key(path: str | None) -> str | None:
     return settings.get("STRUCTGEN_API_KEY") or None
 
 
-def _extract_remote(args, task, texts: list[str]) -> list:
-    from .client import Client
+@contextlib.contextmanager
+def _server(args) -> Iterator[tuple[str, str | None]]:
+    """(target, API key) of the server to ask: the one at --server, or a real one started in-process (--local)."""
+    if not args.local:
+        yield args.server, _api_key(args.api_key_file)
+        return
+    from .local import local_server
 
-    with Client(args.server, api_key=_api_key(args.api_key_file), timeout=args.timeout) as client:
+    with local_server(args.model, args.device, in_flight=args.concurrency, max_tokens=args.max_tokens) as srv:
+        yield srv.target, srv.api_key
+
+
+def _extract(target: str, api_key: str | None, args, task, texts: list[str]) -> list:
+    from .sync import Client
+
+    with Client(target, api_key=api_key, timeout=args.timeout) as client:
         return [(r.value, r.error) for r in client.extract_many(
             texts, task.model or task.schema, concurrency=args.concurrency, progress=not args.no_progress,
             instructions=task.instructions, max_tokens=args.max_tokens, timeout=args.timeout)]
 
 
-async def _extract_local_async(args, task, texts: list[str]) -> list:
-    from .engine.config import EngineConfig
-    from .engine.engine import AsyncEngine
-    from .engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
-    from .extraction import DEFAULT_EXTRACT_MAX_TOKENS
+def schema_problem(schema, error: "jsonschema.SchemaError") -> str:
+    """What is wrong with `schema`, as a server would say it: the keyword and the JSON pointer of the subschema
+    holding it (`'minimum' must be a number (at '#/properties/age')`).
 
-    engine = AsyncEngine.from_config(EngineConfig(model=args.model, device=args.device))
-    await engine.start()
+    The words are the schema compiler's (structgen.fsm, the code a server runs on the same schema); jsonschema's
+    own message, with the keyword and pointer its error gives, only where the compiler takes the schema.
+    """
+    from ..errors import InvalidSchemaError
+    from ..fsm.json_schema import schema_automaton
+    from ..fsm.json_schema.normalize import pointer_str
+
     try:
-        compiled = await engine.compile(ConstraintSpec(kind="json_schema", value=task.schema))
-        gate = asyncio.Semaphore(args.concurrency)
-
-        async def one(text: str):
-            async with gate:
-                try:
-                    prompt = engine.tokenizer.apply_chat_template(task.messages(text), add_generation_prompt=True)
-                    ids = engine.tokenizer.encode(prompt)
-                    room = engine.max_model_len - len(ids)
-                    if room < 1:
-                        raise ValueError(f"the document is too long: {len(ids)} prompt tokens, the model's "
-                                         f"context holds {engine.max_model_len}")
-                    budget = min(args.max_tokens or DEFAULT_EXTRACT_MAX_TOKENS, room)
-                    req = GenerateRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids,
-                                          sampling=SamplingParams(max_tokens=budget), constraint=compiled)
-                    parts, reason = [], None
-                    async for out in engine.generate(req):
-                        parts.append(out.text)
-                        if out.finished:
-                            reason = out.finish_reason
-                            if reason == "error":
-                                raise RuntimeError(f"generation failed: {out.error}")
-                    return task.parse("".join(parts), reason), None
-                except Exception as e:
-                    return None, e
-
-        return await asyncio.gather(*(one(t) for t in texts))
-    finally:
-        await engine.shutdown()
+        schema_automaton(schema)  # builds states lazily: this only reads the schema
+    except InvalidSchemaError as e:
+        return str(e)
+    except Exception:  # noqa: BLE001  (unsupported, too complex, ...: not what is wrong with it as a schema)
+        pass
+    path = tuple(error.path)  # to the offending keyword's value
+    keyword = path[-1] if path else error.validator
+    return str(InvalidSchemaError(f"'{keyword}': {error.message}", pointer_str(path[:-1])))
 
 
 def run(args) -> int:
-    from .errors import StructgenError
+    import jsonschema
+
+    from ..errors import StructgenError
     from .extraction import ExtractionTask
 
     if args.concurrency < 1:
@@ -127,16 +126,14 @@ def run(args) -> int:
         print(f"structgen extract: cannot use schema {args.schema}: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # jsonschema.SchemaError: not a valid JSON Schema
-        print(f"structgen extract: {args.schema} is not a valid JSON Schema: {getattr(e, 'message', e)}",
-              file=sys.stderr)
+        why = schema_problem(schema, e) if isinstance(e, jsonschema.SchemaError) else getattr(e, "message", e)
+        print(f"structgen extract: {args.schema} is not a valid JSON Schema: {why}", file=sys.stderr)
         return 2
     inputs = _read_inputs(args.inputs)
     readable = [(i, text) for i, (_, text, err) in enumerate(inputs) if err is None]
     try:
-        if args.local:
-            results = asyncio.run(_extract_local_async(args, task, [t for _, t in readable]))
-        else:
-            results = _extract_remote(args, task, [t for _, t in readable])
+        with _server(args) as (target, api_key):
+            results = _extract(target, api_key, args, task, [t for _, t in readable])
     except (StructgenError, ValueError, OSError) as e:
         print(f"structgen extract: {e}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ JSON value per input, errors on stderr naming the input, exit code."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 
 
@@ -75,3 +76,39 @@ def test_local_engine_without_a_server():
     r = extract("--local", "--schema", "schemas/support_ticket.json", "schemas/examples/support_ticket.txt")
     assert r.returncode == 0, r.stderr
     validate(r.stdout.strip(), SCHEMAS / "support_ticket.json")
+
+
+def test_bad_schema_names_keyword_and_pointer(tmp_path, capsys):
+    from structgen.cli import main
+
+    bad = tmp_path / "age.json"
+    bad.write_text(json.dumps({"type": "object", "properties": {"age": {"minimum": "ten"}}}))
+    assert main(["extract", "--no-progress", "--schema", str(bad), str(tmp_path / "doc.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a valid JSON Schema: 'minimum' must be a number (at '#/properties/age')" in err
+
+
+def test_schema_problem_falls_back_to_jsonschema_with_keyword_and_pointer():
+    from structgen.client.cli import schema_problem
+
+    schema = {"properties": {"x": {"format": 5}}}  # the compiler ignores a format it does not know
+    with pytest.raises(jsonschema.SchemaError) as e:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema_problem(schema, e.value) == "'format': 5 is not of type 'string' (at '#/properties/x')"
+
+
+@pytest.mark.slow
+def test_local_goes_over_the_wire(caplog, capsys):
+    """--local asks a real server in this process: its request log shows the one Generate call, and nothing of
+    it reaches stderr on success."""
+    from structgen.cli import main
+
+    caplog.set_level(logging.INFO, logger="structgen.server.requests")
+    rc = main(["extract", "--local", "--no-progress", "--schema", str(SCHEMAS / "support_ticket.json"),
+               str(SCHEMAS / "examples" / "support_ticket.txt")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    validate(out.out.strip(), SCHEMAS / "support_ticket.json")
+    calls = [json.loads(r.getMessage()) for r in caplog.records if r.name == "structgen.server.requests"]
+    assert [(c["method"], c["status"]) for c in calls] == [("Generate", "OK")]
+    assert out.err == ""

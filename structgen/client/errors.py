@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from .errors import ConstraintError, StructgenError
+from ..errors import ConstraintError, StructgenError
 
 
 class RemoteError(StructgenError):

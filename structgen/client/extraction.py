@@ -1,7 +1,7 @@
 """Extraction as a task: a schema (pydantic model class or JSON Schema dict) -> prompt -> validated value.
 
-Shared by the SDK (`Client.extract`) and `structgen extract --local`, so both ask the model the same way and
-validate the same way.
+Used by both clients (`Client.extract`, `AsyncClient.extract`, `extract_many`) and so by `structgen extract`,
+local or not: one prompt, one validation.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 
-from .client_errors import ExtractionError
+from .errors import ExtractionError
 
 DEFAULT_INSTRUCTIONS = (
     "Extract the information in the user's document as one JSON object that follows this JSON Schema:\n"

@@ -1,0 +1,107 @@
+"""`AsyncClient`: the asyncio SDK over a grpc.aio channel; the same methods as `Client`, as coroutines and async
+iterators. Requests and responses are built and read by `wire`; batch semantics live in `batch`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Iterable
+
+import grpc
+
+from .._proto import structgen_pb2 as pb
+from . import batch, wire
+from .base import BaseClient
+from .batch import ExtractResult
+from .errors import from_rpc_error
+from .extraction import ExtractionTask
+from .wire import Compiled, Completion, Delta
+
+
+class AsyncClient(BaseClient):
+    """asyncio client (grpc.aio). Arguments as BaseClient: `AsyncClient("host:port", api_key=None, timeout=None)`."""
+
+    _grpc = grpc.aio
+
+    async def close(self):
+        await self._channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _unary(self, call: wire.Call, timeout: float | None):
+        try:
+            response = await self._method(call.rpc)(call.request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            return call.failed(e)
+        return call.parse(response)
+
+    async def generate(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Completion:
+        """As Client.generate."""
+        return await self._unary(wire.generate_call(prompt, **kwargs), self._deadline(timeout))
+
+    async def stream(self, prompt: str | None = None, *, timeout: float | None = None,
+                     **kwargs) -> AsyncIterator[Delta]:
+        """As Client.stream; closing the iterator early cancels the request on the server."""
+        call = self._method(wire.GENERATE_STREAM)(wire.build_request(prompt, **kwargs), metadata=self._metadata,
+                                                   timeout=self._deadline(timeout))
+        try:
+            async for r in call:
+                yield wire.delta(r)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            call.cancel()
+
+    async def compile(self, *, json_schema=None, regex=None, choices=None, allow_extra_properties=False,
+                      timeout: float | None = None) -> Compiled:
+        call = wire.compile_call(json_schema, regex, choices, allow_extra_properties)
+        return await self._unary(call, self._deadline(timeout))
+
+    async def server_info(self, timeout: float | None = None) -> pb.ServerInfo:
+        return await self._unary(wire.server_info_call(), self._deadline(timeout))
+
+    async def health(self, service: str = "", timeout: float | None = 5.0) -> bool:
+        return await self._unary(wire.health_call(service), timeout)
+
+    async def extract(self, text: str, schema, instructions: str | None = None, *, max_tokens: int | None = None,
+                      timeout: float | None = None):
+        return await self._extract(ExtractionTask.of(schema, instructions), text, max_tokens, timeout)
+
+    async def _extract(self, task: ExtractionTask, text: str, max_tokens, timeout):
+        return await self._unary(wire.extract_call(task, text, max_tokens), self._deadline(timeout))
+
+    async def extract_many(self, texts: Iterable[str], schema, *, concurrency: int = 16, progress: bool = True,
+                           instructions: str | None = None, max_tokens: int | None = None, retries: int = 5,
+                           timeout: float | None = None) -> AsyncIterator[ExtractResult]:
+        """As Client.extract_many, as an async iterator (results in input order)."""
+        batch.check_concurrency(concurrency)
+        task = ExtractionTask.of(schema, instructions)
+        texts = list(texts)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> ExtractResult:
+            async with gate:
+                attempt = 0
+                while True:
+                    try:
+                        return ExtractResult(i, value=await self._extract(task, texts[i], max_tokens, timeout))
+                    except Exception as e:  # per-item: report it (or retry it), keep the batch going
+                        delay = batch.retry_delay(e, attempt, retries)
+                        if delay is None:
+                            return ExtractResult(i, error=e)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(texts))]
+        try:
+            with batch.progress(len(texts), progress) as bar:
+                for t in tasks:
+                    t.add_done_callback(lambda _t: bar.update(1))
+                for t in tasks:
+                    yield await t
+        finally:
+            for t in tasks:
+                t.cancel()

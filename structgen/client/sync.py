@@ -1,0 +1,115 @@
+"""`Client`: the blocking SDK over a grpc channel (thread-safe).
+
+    client = structgen.Client("localhost:50051")
+    invoice = client.extract(text, Invoice)                       # a validated pydantic instance
+    for r in client.extract_many(texts, Invoice): print(r.value)  # in input order, with a progress bar
+
+Requests and responses are built and read by `wire`; batch semantics live in `batch`. Failed calls raise the
+typed errors of structgen.client.errors (InvalidConstraint, Overloaded, ...).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator
+
+import grpc
+
+from .._proto import structgen_pb2 as pb
+from . import batch, wire
+from .base import BaseClient
+from .batch import ExtractResult
+from .errors import from_rpc_error
+from .extraction import ExtractionTask
+from .wire import Compiled, Completion, Delta
+
+
+class Client(BaseClient):
+    """Blocking client; thread-safe. Arguments as BaseClient: `Client("host:port", api_key=None, timeout=None)`."""
+
+    _grpc = grpc
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _unary(self, call: wire.Call, timeout: float | None):
+        try:
+            response = self._method(call.rpc)(call.request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            return call.failed(e)
+        return call.parse(response)
+
+    def generate(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Completion:
+        """One completion. kwargs: messages, system, json_schema | regex | choices | compiled_id, max_tokens,
+        temperature, top_p, top_k, seed, stop, request_id (see `wire.build_request`)."""
+        return self._unary(wire.generate_call(prompt, **kwargs), self._deadline(timeout))
+
+    def stream(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Iterator[Delta]:
+        """Text deltas as they are generated; closing the iterator early cancels the request on the server."""
+        call = self._method(wire.GENERATE_STREAM)(wire.build_request(prompt, **kwargs), metadata=self._metadata,
+                                                   timeout=self._deadline(timeout))
+        try:
+            for r in call:
+                yield wire.delta(r)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            call.cancel()  # no-op once finished; frees the server's work when the caller stops early
+
+    def compile(self, *, json_schema=None, regex=None, choices=None, allow_extra_properties=False,
+                timeout: float | None = None) -> Compiled:
+        call = wire.compile_call(json_schema, regex, choices, allow_extra_properties)
+        return self._unary(call, self._deadline(timeout))
+
+    def server_info(self, timeout: float | None = None) -> pb.ServerInfo:
+        """Model, tokenizer, limits and current load (a structgen.v1.ServerInfo message)."""
+        return self._unary(wire.server_info_call(), self._deadline(timeout))
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> bool:
+        """True if the server reports SERVING (the standard grpc.health.v1 check; needs no API key)."""
+        return self._unary(wire.health_call(service), timeout)
+
+    def extract(self, text: str, schema, instructions: str | None = None, *, max_tokens: int | None = None,
+                timeout: float | None = None):
+        """Extract `schema` (pydantic model class or JSON Schema dict) from `text`: a validated model
+        instance, or the JSON value for a dict schema."""
+        return self._extract(ExtractionTask.of(schema, instructions), text, max_tokens, timeout)
+
+    def _extract(self, task: ExtractionTask, text: str, max_tokens, timeout):
+        return self._unary(wire.extract_call(task, text, max_tokens), self._deadline(timeout))
+
+    def extract_many(self, texts: Iterable[str], schema, *, concurrency: int = 16, progress: bool = True,
+                     instructions: str | None = None, max_tokens: int | None = None, retries: int = 5,
+                     timeout: float | None = None) -> Iterator[ExtractResult]:
+        """Extract from many documents, `concurrency` at a time; yields one ExtractResult per text, in input
+        order. A failed item is reported in its result and never stops the batch; UNAVAILABLE and
+        RESOURCE_EXHAUSTED are retried up to `retries` times with backoff."""
+        batch.check_concurrency(concurrency)
+        task = ExtractionTask.of(schema, instructions)
+        texts = list(texts)
+
+        def one(i: int) -> ExtractResult:
+            attempt = 0
+            while True:
+                try:
+                    return ExtractResult(i, value=self._extract(task, texts[i], max_tokens, timeout))
+                except Exception as e:  # per-item: report it (or retry it), keep the batch going
+                    delay = batch.retry_delay(e, attempt, retries)
+                    if delay is None:
+                        return ExtractResult(i, error=e)
+                time.sleep(delay)
+                attempt += 1
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool, batch.progress(len(texts), progress) as bar:
+            futures = [pool.submit(one, i) for i in range(len(texts))]
+            for f in futures:
+                f.add_done_callback(lambda _f: bar.update(1))  # progress as items finish, not in order
+            for f in futures:
+                yield f.result()
