@@ -1,10 +1,10 @@
-"""Micro-benchmark behind `structgen.engine.model.linear`: `F.linear(x, W)`, the weight-major form `(W @ x.T).T`
+"""Micro-benchmark behind `dispatch.KernelBackends.linear`: `F.linear(x, W)`, the weight-major form `(W @ x.T).T`
 and the native kernel (`structgen.kernels.cpu_gemm`) for every weight shape of a model, at the row counts a decode
 or verify step has.
 
 On CPU, MKL runs `x @ W.T` with few rows on one thread; the weight-major product is split over W's rows, so it
 uses every core; the native kernel streams each weight row once for all of x's rows. The table shows where each
-form wins; the model's NATIVE_ROWS and SMALL_ROWS thresholds are read from it. Forms and row counts are interleaved
+form wins; dispatch's NATIVE_ROWS and SMALL_ROWS thresholds are read from it. Forms and row counts are interleaved
 round by round, so machine noise falls on all alike; each cell is the median over rounds of one pass through
 `--layers` distinct weights (cold in cache, as in a real forward).
 

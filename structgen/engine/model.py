@@ -12,33 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.attention import AttentionPlan, default_backend, paged_attention, plan_attention
-from ..kernels import cpu_attention
-from ..kernels.cpu_gemm import skinny_linear
+from ..kernels.attention import AttentionPlan, paged_attention, plan_attention
+from ..kernels.dispatch import KernelBackends, backends_for
 from .forward_batch import ForwardBatch
 from .kv_cache import KVCache
 from .model_config import ModelConfig
-
-
-# On CPU, a decode or verify step multiplies a few rows by every weight matrix, where MKL streams weights at 5-10
-# GB/s (at 2-32 rows it even runs `x @ W.T` on one thread). `structgen.kernels.cpu_gemm` (a native AVX2 kernel built
-# on first use) takes those products up to NATIVE_ROWS rows; without it, the weight-major product `(W @ x.T).T`
-# (split over W's rows across threads) takes 2..SMALL_ROWS rows. `benchmarks/bench_linear.py` measures all three
-# (SmolLM2-135M shapes, 2 AVX2 cores). F.linear keeps prefill chunks, where MKL runs at this CPU's matmul peak.
-NATIVE_ROWS = 64
-SMALL_ROWS = 32
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for 2-d x, with faster paths on CPU when x has few rows."""
-    if x.device.type != "cpu" or x.shape[0] > max(NATIVE_ROWS, SMALL_ROWS):
-        return F.linear(x, weight, bias)
-    y = skinny_linear(x, weight) if x.shape[0] <= NATIVE_ROWS else None
-    if y is None:
-        if x.shape[0] < 2 or x.shape[0] > SMALL_ROWS:
-            return F.linear(x, weight, bias)
-        y = torch.mm(weight, x.t()).t().contiguous()  # (rows, out)
-    return y if bias is None else y.add_(bias)
 
 
 class RotaryEmbedding(nn.Module):
@@ -86,8 +64,9 @@ class DecoderLayer(nn.Module):
         self.down_weight = nn.Parameter(torch.empty(h, config.intermediate_size))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: ForwardBatch, kv: KVCache,
-                plan: AttentionPlan, backend: str) -> torch.Tensor:
+                plan: AttentionPlan, backend: str, kernels: KernelBackends) -> torch.Tensor:
         cfg = self.config
+        linear = kernels.linear
         t = x.shape[0]
         h = F.rms_norm(x, (cfg.hidden_size,), self.input_norm, cfg.rms_norm_eps)  # (T, hidden)
         qkv = linear(h, self.qkv_weight, self.qkv_bias)  # (T, q_size + 2 kv_size)
@@ -134,8 +113,15 @@ class LlamaModel(nn.Module):
         return self.rotary.cos.shape[0]
 
     @property
+    def kernels(self) -> KernelBackends:
+        """The kernels of this model's device (resolved once per device type, see structgen.kernels.dispatch)."""
+        return backends_for(self.device)
+
+    @property
     def attention_backend(self) -> str:
-        return self._attention_backend or default_backend(self.device)
+        """The attention backend asked for at construction, else the device's default (a forward may still fall
+        back from "native" to "torch" for its KV block size: `KernelBackends.attention_for`)."""
+        return self._attention_backend or self.kernels.attention
 
     def output_weight(self) -> torch.Tensor:
         """(vocab, hidden) the logits projection (the embedding when tied)."""
@@ -148,11 +134,10 @@ class LlamaModel(nn.Module):
         if kv.num_layers != self.config.num_layers or kv.k.shape[3:] != (self.config.num_kv_heads,
                                                                          self.config.head_dim):
             raise ValueError(f"KV cache shape {tuple(kv.k.shape)} does not fit this model")
-        backend = self.attention_backend
+        kernels = self.kernels
         cfg = self.config
-        if backend == "native" and not cpu_attention.supports(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                                                              kv.block_size, self.dtype):
-            backend = "torch"  # a dtype or shape the kernel does not take
+        backend = kernels.attention_for(self._attention_backend, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                                        kv.block_size, self.dtype)
         plan = plan_attention(batch.query_lens, batch.context_lens, batch.block_tables, kv.block_size,
                               cfg.group_size, self.dtype, build_groups=backend != "triton",
                               native_short_rows=backend == "native")
@@ -162,7 +147,7 @@ class LlamaModel(nn.Module):
         cos, sin = self.rotary.table(batch.positions, self.dtype, host_max)
         x = F.embedding(batch.input_ids, self.embed_weight)  # (T, hidden)
         for layer in self.layers:
-            x = layer(x, cos, sin, batch, kv, plan, backend)
+            x = layer(x, cos, sin, batch, kv, plan, backend, kernels)
         x = x.index_select(0, batch.logits_indices)  # (N, hidden): only rows that need logits
         x = F.rms_norm(x, (self.config.hidden_size,), self.norm, self.config.rms_norm_eps)
-        return linear(x, self.output_weight()).float()  # (N, vocab)
+        return kernels.linear(x, self.output_weight()).float()  # (N, vocab)

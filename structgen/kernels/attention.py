@@ -17,6 +17,7 @@ Two implementations:
   gather); long prompt chunks keep the torch groups above.
 - `paged_attention_triton`: one Triton program per (token, kv head) streaming the sequence's blocks with an online
   softmax; all query heads of a GQA group share each K/V tile. Used on CUDA when Triton is installed.
+The default backend of a device and the fallback from "native" are decided in `structgen.kernels.dispatch`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import native
 from .cpu_attention import check_runs, paged_attention_rows, run_length
 
 # Rows with at most this many new tokens are padded into one batched SDPA call; longer ones (prefill chunks,
@@ -273,14 +273,6 @@ def paged_attention_dense_naive(q: torch.Tensor, k_cache: torch.Tensor, v_cache:
 # Triton (CUDA; also runs on CPU tensors under TRITON_INTERPRET=1 for tests)
 
 
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def _next_pow2(x: int) -> int:
     return 1 << (max(1, x) - 1).bit_length()
 
@@ -312,14 +304,6 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
 
 
 BACKENDS = ("torch", "native", "triton")
-
-
-def default_backend(device: torch.device) -> str:
-    """'triton' on CUDA when Triton is importable; 'native' on CPU when the native kernels are built; else 'torch'.
-    (The model falls back from 'native' to 'torch' for a dtype or shape the kernel does not take.)"""
-    if device.type == "cuda":
-        return "triton" if triton_available() else "torch"
-    return "native" if device.type == "cpu" and native.available() else "torch"
 
 
 def paged_attention_native(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan,

@@ -6,7 +6,7 @@ tokenizer's, as in Qwen2) are never real tokens and are masked too.
 
 - `apply_token_bitmask_reference`: plain torch, vectorized bit unpacking (no per-row loop). CPU and tests.
 - `apply_token_bitmask_triton`: one Triton program per (row, vocab block). CUDA.
-- `apply_token_bitmask_`: picks Triton on CUDA when installed, else the reference.
+Which one a device runs is decided once, in `structgen.kernels.dispatch`.
 """
 
 from __future__ import annotations
@@ -67,21 +67,9 @@ def apply_token_bitmask_triton(logits: torch.Tensor, bitmask: torch.Tensor, bloc
     return logits
 
 
-def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
-    """Mask `logits` in place with `bitmask` (see module doc) using the best kernel for the device."""
-    if logits.device.type == "cuda" and _triton_available():
-        return apply_token_bitmask_triton(logits, bitmask)
-    return apply_token_bitmask_reference(logits, bitmask)
+def apply_token_bitmask_inplace(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
+    """Transitional: the name draft_model.py still imports while it is being moved; use
+    `structgen.kernels.dispatch` (removed once draft_model does)."""
+    from .dispatch import apply_token_bitmask_
 
-
-# The name the engine's runner looks up.
-apply_token_bitmask_inplace = apply_token_bitmask_
-
-
-@functools.lru_cache(maxsize=1)
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return apply_token_bitmask_(logits, bitmask)

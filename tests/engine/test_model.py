@@ -134,24 +134,6 @@ def test_rows_sharing_prompt_blocks_match_transformers(models, tokenizer):
     torch.testing.assert_close(got[3:5], _hf_logits(hf, docs[2])[-2:], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, 32, 33, 64, 65, 70])
-@pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("native", [True, False])
-def test_linear_matches_f_linear_at_every_row_count(rows, bias, native, monkeypatch):
-    # structgen.engine.model.linear takes other products for few rows on CPU (the native kernel up to NATIVE_ROWS,
-    # else weight-major up to SMALL_ROWS); whichever runs, the result must not move
-    from structgen.engine import model
-
-    if not native:
-        monkeypatch.setattr(model, "skinny_linear", lambda x, w: None)
-    g = torch.Generator().manual_seed(rows)
-    x, w = torch.randn(rows, 48, generator=g), torch.randn(96, 48, generator=g)
-    b = torch.randn(96, generator=g) if bias else None
-    got = model.linear(x, w, b)
-    assert got.shape == (rows, 96) and got.is_contiguous()
-    torch.testing.assert_close(got, torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5)
-
-
 def test_greedy_tokens_match_transformers_generate(models, tokenizer):
     ours, hf = models
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "List three fruits."}],

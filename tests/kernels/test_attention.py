@@ -16,8 +16,8 @@ from structgen.kernels.attention import (
     paged_attention,
     paged_attention_dense_naive,
     plan_attention,
-    triton_available,
 )
+from structgen.kernels.dispatch import triton_available
 
 BLOCK = 4
 HKV, GROUP, D = 2, 3, 16

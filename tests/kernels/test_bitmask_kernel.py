@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from structgen.fsm import bitmask as contract
-from structgen.kernels.attention import triton_available
-from structgen.kernels.bitmask import apply_token_bitmask_, apply_token_bitmask_reference, unpack_bitmask
+from structgen.kernels.bitmask import apply_token_bitmask_reference, unpack_bitmask
+from structgen.kernels.dispatch import apply_token_bitmask_, triton_available
 from structgen.kernels.sampling import SamplingBatch, sample
 
 from sampling_stats import chi_square_z  # tests/kernels/sampling_stats.py (pytest puts this folder on sys.path)

@@ -10,11 +10,11 @@ import torch
 from structgen.kernels import cpu_attention, native
 from structgen.kernels.attention import (
     SHORT_ROW_MAX_QUERY,
-    default_backend,
     paged_attention,
     paged_attention_dense_naive,
     plan_attention,
 )
+from structgen.kernels.dispatch import backends_for
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason=f"native CPU kernels unavailable: {native.unavailable_reason()}")
@@ -101,7 +101,7 @@ def test_large_scores_stay_finite():
 
 
 def test_is_the_cpu_default_and_declines_other_dtypes():
-    assert default_backend(torch.device("cpu")) == "native"
+    assert backends_for(torch.device("cpu")).attention == "native"
     assert cpu_attention.supports(9, 3, 64, 16, torch.float32)
     assert not cpu_attention.supports(9, 3, 64, 16, torch.bfloat16)
     assert not cpu_attention.supports(9, 3, 60, 16, torch.float32)  # head_dim not a multiple of 8

@@ -88,9 +88,9 @@ def test_declines_what_it_cannot_take(case):
 def test_switched_off_by_the_setting(tmp_path):
     # a fresh process: the library is loaded once per process
     code = ("from structgen.kernels import cpu_gemm, native; import torch; "
-            "from structgen.kernels.attention import default_backend; "
+            "from structgen.kernels.dispatch import backends_for; "
             "assert cpu_gemm.skinny_linear(torch.randn(2, 8), torch.randn(4, 8)) is None; "
-            "assert default_backend(torch.device('cpu')) == 'torch'; "
+            "assert backends_for(torch.device('cpu')).attention == 'torch'; "
             "print(native.unavailable_reason())")
     env = {"STRUCTGEN_CPU_KERNELS": "0", "STRUCTGEN_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -117,11 +117,11 @@ def test_builds_into_the_cache_dir_once(tmp_path):
 
 def test_without_a_compiler_torch_takes_over_and_the_model_still_runs(tmp_path):
     # a machine with no C compiler: no build, a stated reason, and a forward that still matches F.linear
-    code = ("import torch; from structgen.kernels import native; from structgen.engine import model; "
-            "from structgen.kernels.attention import default_backend; "
+    code = ("import torch; from structgen.kernels import native; "
+            "from structgen.kernels.dispatch import backends_for; "
             "x, w = torch.randn(3, 16), torch.randn(5, 16); "
-            "torch.testing.assert_close(model.linear(x, w), torch.nn.functional.linear(x, w)); "
-            "assert default_backend(torch.device('cpu')) == 'torch'; print(native.unavailable_reason())")
+            "torch.testing.assert_close(backends_for('cpu').linear(x, w), torch.nn.functional.linear(x, w)); "
+            "assert backends_for(torch.device('cpu')).attention == 'torch'; print(native.unavailable_reason())")
     env = {"STRUCTGEN_CACHE_DIR": str(tmp_path), "PATH": str(tmp_path / "no-bin")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
