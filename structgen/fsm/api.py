@@ -17,13 +17,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import settings
 from ..errors import ConstraintError, ConstraintTooComplexError, InvalidSchemaError
 from . import bitmask
 from .automaton import ByteAutomaton, LiteralSetAutomaton
 from .cache import MEMORY, default_cache, make_key
 from .cursor import Cursor
 from .index import DEAD, MAX_STATES_LIMIT, TokenIndex
+from .limits import CompileLimits
 from .vocab import Vocabulary
 
 KINDS = ("json_schema", "regex", "choice")
@@ -70,6 +70,27 @@ class CompiledConstraint:
     @property
     def tokenizer(self):
         return self._tokenizer
+
+    # ---- what a Cursor reads (structgen/fsm/cursor.py) -----------------------------------------------------
+
+    @property
+    def index(self) -> TokenIndex:
+        """The token index: transitions, masks and finality per state (built lazily, shared, thread-safe)."""
+        return self._index
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """The tokenizer's EOS ids: allowed exactly in final states."""
+        return self._eos_set
+
+    @property
+    def empty_mask(self) -> np.ndarray:
+        """(num_words,) int32, all zero, read-only: the mask after EOS."""
+        return self._empty_mask
+
+    def forced_tokens(self, state: int) -> list[int]:
+        """The tokens that are the only legal continuation from `state` (a fresh list; see Cursor.forced_tokens)."""
+        return self._forced_tokens(state)
 
     def cursor(self) -> Cursor:
         """A fresh per-request cursor at the initial state."""
@@ -186,20 +207,18 @@ def _check_options(fn, options: dict, what: str) -> None:
 
 
 def _automaton_builder(kind: str, value: Any, options: dict):
-    """(canonical text, options as keyed, a function that builds the automaton)."""
+    """(canonical text, options as keyed, build(limits: CompileLimits) -> the automaton)."""
     if kind == "json_schema":
         schema = _schema_value(value)
         options = {"extra_properties": False, **options}
         if not isinstance(options["extra_properties"], bool):
             raise TypeError("extra_properties must be a bool")
 
-        def build() -> ByteAutomaton:
+        def build(limits: CompileLimits) -> ByteAutomaton:
             from .json_schema import schema_automaton
 
             _check_options(schema_automaton, options, "JSON Schema")
-            opts = dict(options)
-            opts.setdefault("max_states", settings.get("STRUCTGEN_MAX_STATES"))
-            return schema_automaton(schema, **opts)
+            return schema_automaton(schema, limits=limits, **options)
 
         return _canonical_json(schema), options, build
     if kind == "regex":
@@ -208,7 +227,7 @@ def _automaton_builder(kind: str, value: Any, options: dict):
         if options:
             raise TypeError(f"regex constraints take no options, got {sorted(options)}")
 
-        def build() -> ByteAutomaton:
+        def build(limits: CompileLimits) -> ByteAutomaton:
             from .regex import regex_automaton
 
             return regex_automaton(value)
@@ -219,7 +238,7 @@ def _automaton_builder(kind: str, value: Any, options: dict):
         if options:
             raise TypeError(f"choice constraints take no options, got {sorted(options)}")
 
-        def build() -> ByteAutomaton:
+        def build(limits: CompileLimits) -> ByteAutomaton:
             try:
                 from .regex import choice_automaton
             except ImportError:  # the regex module is optional for choices: a literal set is exact
@@ -256,19 +275,22 @@ def _text_memo_key(kind: str, value: Any, options: dict, fingerprint: str) -> tu
         return None  # odd options: the slow path reports them
 
 
-def _max_states() -> int:
-    return min(settings.get("STRUCTGEN_MAX_STATES"), MAX_STATES_LIMIT)
+def _index_max_states(limits: CompileLimits) -> int:
+    return min(limits.max_states, MAX_STATES_LIMIT)
 
 
-def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tuple[CompiledConstraint, str]:
+def compile_with_status(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,
+                        **options) -> tuple[CompiledConstraint, str]:
     """Like compile_constraint, plus where the result came from: "memory", "disk" or "miss"."""
     tokenizer = _resolve_tokenizer(tokenizer)
+    if limits is None:
+        limits = CompileLimits.from_env()
     # Fast path for repeats of the same constraint text (a server gets the schema as JSON text with every
     # request): skip parsing and canonicalizing a large schema again when its compiled form is in memory.
     text_memo = _text_memo_key(kind, value, options, tokenizer.fingerprint)
     if text_memo is not None:
         key = _KEYS_BY_TEXT.get(text_memo)
-        hit = default_cache().lookup_memory(key) if key is not None else None
+        hit = default_cache().lookup_memory(key, limits) if key is not None else None
         if hit is not None:
             return hit, MEMORY
     canonical, keyed_options, build_automaton = _automaton_builder(kind, value, options)
@@ -280,13 +302,13 @@ def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tup
                 _KEYS_BY_TEXT.pop(next(iter(_KEYS_BY_TEXT)))
 
     def build() -> CompiledConstraint:
-        timeout = settings.get("STRUCTGEN_COMPILE_TIMEOUT_S")
+        timeout = limits.compile_timeout_s
         deadline = time.monotonic() + timeout
         vocab = Vocabulary.from_tokenizer(tokenizer)
-        automaton = build_automaton()
+        automaton = build_automaton(limits)
         if time.monotonic() > deadline:
             raise ConstraintTooComplexError("compile time (s)", timeout, "STRUCTGEN_COMPILE_TIMEOUT_S")
-        index = TokenIndex(automaton, vocab, max_states=_max_states(), timeout_s=timeout)
+        index = TokenIndex(automaton, vocab, max_states=_index_max_states(limits), timeout_s=timeout)
         index.build_initial(deadline)
         return CompiledConstraint(kind, key, index, tokenizer)
 
@@ -294,37 +316,41 @@ def compile_with_status(kind: str, value: Any, tokenizer=None, **options) -> tup
         if payload.get("kind") != kind:
             raise ValueError("cached entry is of another kind")
         index = TokenIndex.restore(payload["index"], Vocabulary.from_tokenizer(tokenizer),
-                                   max_states=_max_states(),
-                                   timeout_s=settings.get("STRUCTGEN_COMPILE_TIMEOUT_S"))
+                                   max_states=_index_max_states(limits), timeout_s=limits.compile_timeout_s)
         return CompiledConstraint(kind, key, index, tokenizer)
 
-    return default_cache().get_or_compile(key, build, restore)
+    return default_cache().get_or_compile(key, build, restore, limits)
 
 
-def compile_constraint(kind: str, value: Any, tokenizer=None, **options) -> CompiledConstraint:
+def compile_constraint(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,
+                       **options) -> CompiledConstraint:
     """Compile (or fetch from the cache) a constraint: kind "json_schema" | "regex" | "choice".
 
+    limits: the state and time limits of this compile (None = CompileLimits.from_env()).
     Raises ConstraintError subclasses for bad constraints (InvalidSchemaError, UnsupportedSchemaError,
     InvalidRegexError, ConstraintTooComplexError), TypeError/ValueError for API misuse.
     """
-    return compile_with_status(kind, value, tokenizer, **options)[0]
+    return compile_with_status(kind, value, tokenizer, limits=limits, **options)[0]
 
 
 def compile_json_schema(schema: dict | bool | str, tokenizer=None, *, extra_properties: bool = False,
-                        **options) -> CompiledConstraint:
+                        limits: CompileLimits | None = None, **options) -> CompiledConstraint:
     """A JSON Schema (dict, bool, or JSON text) -> CompiledConstraint. None = the default model's tokenizer.
 
     extra_properties=False (default): objects admit only declared keys unless the schema says otherwise.
     Other options (whitespace, max_recursion_depth, ...) go to the schema compiler.
     """
-    return compile_constraint("json_schema", schema, tokenizer, extra_properties=extra_properties, **options)
+    return compile_constraint("json_schema", schema, tokenizer, limits=limits, extra_properties=extra_properties,
+                              **options)
 
 
-def compile_regex(pattern: str, tokenizer=None) -> CompiledConstraint:
+def compile_regex(pattern: str, tokenizer=None, *, limits: CompileLimits | None = None) -> CompiledConstraint:
     """A regex (full match, the subset interegular parses) -> CompiledConstraint."""
-    return compile_constraint("regex", pattern, tokenizer)
+    return compile_constraint("regex", pattern, tokenizer, limits=limits)
 
 
-def compile_choice(choices: Sequence[str], tokenizer=None) -> CompiledConstraint:
+def compile_choice(choices: Sequence[str], tokenizer=None, *,
+                   limits: CompileLimits | None = None) -> CompiledConstraint:
     """Exactly one of `choices` -> CompiledConstraint."""
-    return compile_constraint("choice", list(choices) if isinstance(choices, tuple) else choices, tokenizer)
+    return compile_constraint("choice", list(choices) if isinstance(choices, tuple) else choices, tokenizer,
+                              limits=limits)

@@ -5,7 +5,9 @@ fingerprint, file format).
 On disk (`settings.cache_dir()/fsm/<key>.pkl`, off with STRUCTGEN_DISABLE_DISK_CACHE) each entry holds the
 automaton and every table and mask built so far, so a restart reuses them and a hit costs milliseconds.
 Entries are written atomically (temp file + rename); an unreadable or mismatched file is ignored and rewritten.
-Failures (ConstraintError) are cached in memory so the same bad constraint fails fast.
+Failures (ConstraintError) are cached in memory so the same bad constraint fails fast; a limit failure
+(ConstraintTooComplexError) only while the caller's CompileLimits are the ones it failed under. Limits are not in
+the key: they decide whether a compile succeeds, not what it produces (a `max_states` schema option is, as an option).
 
 NOTE: the disk files are pickles: the cache folder must be as trusted as the code (it is the user's own).
 """
@@ -26,6 +28,7 @@ from typing import Callable, Protocol
 
 from .. import __version__, settings
 from ..errors import ConstraintError, ConstraintTooComplexError
+from .limits import CompileLimits
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +78,6 @@ def make_key(kind: str, canonical: str, options: dict, fingerprint: str) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _limits() -> tuple[int, float]:
-    return settings.get("STRUCTGEN_MAX_STATES"), settings.get("STRUCTGEN_COMPILE_TIMEOUT_S")
-
-
 class CompileCache:
     """Thread-safe LRU + disk cache. `disk_dir=None` means `settings.cache_dir()/fsm`, read at each use."""
 
@@ -95,19 +94,21 @@ class CompileCache:
 
     # ---- lookup ------------------------------------------------------------------------------------------
 
-    def get_or_compile(self, key: str, build: Callable[[], Cacheable],
-                       restore: Callable[[dict], Cacheable]) -> tuple[Cacheable, str]:
+    def get_or_compile(self, key: str, build: Callable[[], Cacheable], restore: Callable[[dict], Cacheable],
+                       limits: CompileLimits | None = None) -> tuple[Cacheable, str]:
         """The compiled constraint for `key` and where it came from: "memory", "disk" or "miss".
 
-        `build()` compiles (may raise ConstraintError, which is remembered); `restore(payload)` rebuilds an
-        object from a disk payload (any exception = unusable file). Concurrent callers of one key wait for a
-        single compile.
+        `build()` compiles under `limits` (may raise ConstraintError, which is remembered with them);
+        `restore(payload)` rebuilds an object from a disk payload (any exception = unusable file). Concurrent
+        callers of one key wait for a single compile. limits: None = CompileLimits.from_env().
         """
-        hit = self.lookup_memory(key)
+        if limits is None:
+            limits = CompileLimits.from_env()
+        hit = self.lookup_memory(key, limits)
         if hit is not None:
             return hit, MEMORY
         with self._key_lock(key):
-            hit = self.lookup_memory(key)
+            hit = self.lookup_memory(key, limits)
             if hit is not None:
                 return hit, MEMORY
             obj = self._disk_get(key, restore)
@@ -118,20 +119,21 @@ class CompileCache:
             try:
                 obj = build()
             except ConstraintError as e:
-                self._memory_put(key, _Failure(e, _limits()))
+                self._memory_put(key, _Failure(e, limits))
                 raise
             self._memory_put(key, obj)
             self.save(obj)
             return obj, MISS
 
-    def lookup_memory(self, key: str):
-        """The in-memory entry for `key` (marked recently used), None if absent; a cached failure is raised."""
+    def lookup_memory(self, key: str, limits: CompileLimits | None = None):
+        """The in-memory entry for `key` (marked recently used), None if absent; a cached failure is raised unless
+        it was a limit failure under other limits than `limits` (None = CompileLimits.from_env())."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 return None
             if isinstance(entry, _Failure):
-                if not entry.still_applies():
+                if not entry.still_applies(limits if limits is not None else CompileLimits.from_env()):
                     del self._entries[key]
                     return None
                 self._entries.move_to_end(key)
@@ -285,12 +287,12 @@ class _Failure:
 
     __slots__ = ("error", "limits")
 
-    def __init__(self, error: ConstraintError, limits: tuple[int, float]):
+    def __init__(self, error: ConstraintError, limits: CompileLimits):
         self.error = error
         self.limits = limits
 
-    def still_applies(self) -> bool:
-        return not isinstance(self.error, ConstraintTooComplexError) or _limits() == self.limits
+    def still_applies(self, limits: CompileLimits) -> bool:
+        return not isinstance(self.error, ConstraintTooComplexError) or limits == self.limits
 
 
 _DEFAULT: CompileCache | None = None

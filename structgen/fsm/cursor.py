@@ -6,18 +6,33 @@ time (not thread-safe itself); the CompiledConstraint behind it is shared and th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from . import bitmask
-from .index import DEAD
-
-if TYPE_CHECKING:
-    from .api import CompiledConstraint
+from .index import DEAD, TokenIndex
 
 # The state after EOS was accepted: nothing more is allowed.
 ENDED = -2
+
+
+class CursorSource(Protocol):
+    """What a cursor reads of its constraint (structgen.fsm.api.CompiledConstraint is one); cursor.py needs
+    nothing else of the compile API."""
+
+    key: str
+
+    @property
+    def index(self) -> TokenIndex: ...
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]: ...
+
+    @property
+    def empty_mask(self) -> np.ndarray: ...
+
+    def forced_tokens(self, state: int) -> list[int]: ...
 
 
 class Cursor:
@@ -29,10 +44,10 @@ class Cursor:
 
     __slots__ = ("_compiled", "_index", "_eos", "_state", "_history")
 
-    def __init__(self, compiled: "CompiledConstraint"):
+    def __init__(self, compiled: CursorSource):
         self._compiled = compiled
-        self._index = compiled._index
-        self._eos = compiled._eos_set
+        self._index = compiled.index
+        self._eos = compiled.eos_token_ids
         self._state = self._index.initial
         self._history: list[int] = []
 
@@ -56,7 +71,7 @@ class Cursor:
     def mask(self) -> np.ndarray:
         """The current (num_words,) int32 bitmask row (read-only; all zero after EOS)."""
         if self._state == ENDED:
-            return self._compiled._empty_mask
+            return self._compiled.empty_mask
         return self._index.mask(self._state)
 
     def fill_bitmask(self, row) -> None:
@@ -112,7 +127,7 @@ class Cursor:
         """
         if self._state == ENDED:
             return []
-        return self._compiled._forced_tokens(self._state)
+        return self._compiled.forced_tokens(self._state)
 
     def rollback(self, n: int) -> None:
         """Undo the last `n` advances (n may be 0). ValueError if fewer than `n` were made."""

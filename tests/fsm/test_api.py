@@ -207,9 +207,9 @@ def test_failures_are_cached_and_fail_fast(tok, monkeypatch):
     def counting(kind, value, options):
         canonical, opts, build = real(kind, value, options)
 
-        def counted():
+        def counted(limits):
             calls.append(1)
-            return build()
+            return build(limits)
         return canonical, opts, counted
 
     monkeypatch.setattr(api, "_automaton_builder", counting)

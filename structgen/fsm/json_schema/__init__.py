@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from ... import settings
 from ...errors import InvalidSchemaError
+from ..limits import CompileLimits
 from .compiler import Compiler
 from .matcher import SchemaAutomaton
 
@@ -18,12 +18,14 @@ __all__ = ["schema_automaton", "SchemaAutomaton"]
 
 
 def schema_automaton(schema, *, extra_properties: bool = False, whitespace: str = "compact",
-                     max_recursion_depth: int = 3, max_states: int | None = None) -> SchemaAutomaton:
+                     max_recursion_depth: int = 3, max_states: int | None = None,
+                     limits: CompileLimits | None = None) -> SchemaAutomaton:
     """The byte automaton of the JSON texts `schema` admits (dict, bool, or JSON text).
 
     extra_properties: False (default) = an object without `additionalProperties` admits no undeclared keys;
     True = the spec's meaning (undeclared keys with any value). whitespace: "compact" = none except one
     optional space after `,` and `:`; "flexible" = bounded spaces/newlines around punctuation.
+    limits: the compile's limits (None = CompileLimits.from_env()); `max_states`, when given, overrides theirs.
     Raises InvalidSchemaError, UnsupportedSchemaError, ConstraintTooComplexError (structgen.errors).
     """
     if isinstance(schema, (str, bytes)):
@@ -33,11 +35,13 @@ def schema_automaton(schema, *, extra_properties: bool = False, whitespace: str 
             raise InvalidSchemaError(f"schema is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     if not isinstance(schema, (dict, bool)):
         raise InvalidSchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}")
+    if limits is None:
+        limits = CompileLimits.from_env()
     if max_states is None:
-        max_states = settings.get("STRUCTGEN_MAX_STATES")
+        max_states = limits.max_states
     if not isinstance(max_states, int) or max_states < 1:
         raise ValueError("max_states must be a positive int")
     root = Compiler(schema, extra_properties=bool(extra_properties), whitespace=whitespace,
                     max_recursion_depth=max_recursion_depth,
-                    compile_timeout_s=settings.get("STRUCTGEN_COMPILE_TIMEOUT_S")).compile()
+                    compile_timeout_s=limits.compile_timeout_s).compile()
     return SchemaAutomaton(root, max_states=max_states)
