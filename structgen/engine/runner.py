@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..kernels.bitmask import apply_token_bitmask_inplace
+from ..kernels.dispatch import backends_for
 from ..kernels.sampling import SamplingBatch, sample
 from .forward_batch import build_forward_batch
 from .kv_cache import KVCache
@@ -154,7 +154,7 @@ class ModelRunner:
 
         if constrained:
             tm = time.perf_counter()
-            apply_token_bitmask_inplace(logits, self._masks.on_device(num_rows))
+            backends_for(self.device).apply_token_bitmask(logits, self._masks.on_device(num_rows))
             mask_s += time.perf_counter() - tm
         tokens = self._sample(logits, scheduled)
         out, r = [], 0
