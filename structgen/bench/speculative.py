@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine.config import EngineConfig
-    from ..engine.engine import LLMEngine, check_draft_tokenizer, load_tokenizer
+    from ..engine.engine import LLMEngine
+    from ..engine.loader import check_draft_tokenizer, load_tokenizer
     from ..engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
     from ..engine.weights import load_model
 
@@ -295,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
                 lines.append(format_row(row))
                 print(lines[-1], flush=True)
     for c, eng in engines.items():
-        prop = eng.drafter.proposer
+        prop = eng.drafter.draft_model      # the DraftModelProposer; None without --draft-model
         if prop is not None:
             lines.append(f"# {c}: {prop.num_forwards} draft-model forwards (warm-up included), "
                          f"{eng.drafter.accepted_proposed_tokens}/{eng.drafter.proposed_tokens} proposed tokens "
