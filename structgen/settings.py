@@ -35,7 +35,8 @@ REGISTRY: dict[str, Setting] = {
         Setting("STRUCTGEN_COMPILE_TIMEOUT_S", "30", float,
                 "Most seconds one constraint may spend compiling or building one state's mask."),
         Setting("STRUCTGEN_CPU_KERNELS", "1", _bool,
-                "Build and use the native few-rows CPU matmul (structgen/kernels/cpu_skinny_gemm.c); 0 = torch only."),
+                "Build and use the native CPU kernels (structgen/kernels/cpu_*.c: few-row matmul, decode/verify "
+                "attention); 0 = torch only."),
         Setting("STRUCTGEN_NUM_THREADS", "0", int, "torch intra-op threads on CPU (0 = torch's default)."),
         Setting("STRUCTGEN_API_KEYS", "", str, "Comma-separated API keys the server accepts (empty = no auth)."),
         Setting("STRUCTGEN_API_KEY", "", str, "The API key `structgen extract` sends to a server (empty = none)."),
