@@ -17,7 +17,7 @@ REAL_SERVER_MAX_QUEUE = 50
 @pytest.fixture(scope="session")
 def real_server():
     from structgen.engine.config import EngineConfig
-    from structgen.engine.engine import AsyncEngine
+    from structgen.engine.async_engine import AsyncEngine
     from structgen.server.background import BackgroundServer
     from structgen.server.config import ServerConfig
 

@@ -270,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine.config import EngineConfig
-    from ..engine.engine import LLMEngine, load_tokenizer
+    from ..engine.engine import LLMEngine
+    from ..engine.loader import load_tokenizer
     from ..engine.weights import load_model
     from .cases import default_data_dir
 

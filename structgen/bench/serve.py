@@ -202,7 +202,7 @@ def render_markdown(levels: list[tuple[str, int, dict]], header: dict, note: str
 
 def _start_local_server():
     from structgen.engine.config import EngineConfig
-    from structgen.engine.engine import AsyncEngine
+    from structgen.engine.async_engine import AsyncEngine
     from structgen.server.background import BackgroundServer
     from structgen.server.config import ServerConfig
 

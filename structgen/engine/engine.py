@@ -1,5 +1,6 @@
-"""LLMEngine (synchronous: `step() = schedule() -> run() -> postprocess()`) and AsyncEngine (a background loop
-thread feeding async streams of GenerateOutput deltas). The serving API is written in docs/INTERFACES.md.
+"""LLMEngine (synchronous: `step() = schedule() -> run() -> postprocess()`). AsyncEngine (async_engine.py) drives
+it from a background thread; loader.py builds one from an EngineConfig; output_builder.py turns committed tokens
+into deltas. The serving API is written in docs/INTERFACES.md.
 
 Threads: LLMEngine is used by one thread at a time (AsyncEngine's loop thread). Constraints compile in a
 thread pool; a finished compile wakes the loop. `stats()` may be read from any thread.
@@ -7,22 +8,24 @@ thread pool; a finished compile wakes the loop. `stats()` may be read from any t
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import itertools
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import AsyncIterator
 
+from . import output_builder
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
-from .outputs import EngineStats, GenerateOutput, Timings, Usage
+from .loader import MAX_POSITIONS_CAP, load_engine_parts
+from .outputs import EngineStats, GenerateOutput
 from .requests import ConstraintSpec, GenerateRequest
 from .scheduler import RequestTooLargeError, Scheduler, ScheduledSequence
 from .sequence import Sequence
+from .speculation import verify
+from .speculation.drafter import Drafter
+from .speculation.length import DRAFT_COSTS
 
-_MAX_POSITIONS_CAP = 8192
 _RATE_WINDOW_S = 5.0
 
 
@@ -50,7 +53,7 @@ class LLMEngine:
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
-        self.max_model_len = min(config.max_model_len or _MAX_POSITIONS_CAP, model.max_positions)
+        self.max_model_len = min(config.max_model_len or MAX_POSITIONS_CAP, model.max_positions)
         if kv is None:
             dtype = getattr(torch, config.resolved_dtype)
             kv = KVCache.from_budget(model.config, config.resolved_kv_cache_bytes, config.block_size,
@@ -62,22 +65,18 @@ class LLMEngine:
                                    max_num_batched_tokens=config.max_num_batched_tokens,
                                    max_model_len=self.max_model_len)
         # Issue 6: forced runs and prompt-lookup / draft-model drafts, verified in the next forward
-        # (structgen/engine/drafter.py).
-        from .drafter import Drafter
-
+        # (structgen/engine/speculation/).
         proposer = None                 # without one, Drafter refuses speculation="draft_model"
         if config.speculation == "draft_model" and draft_model is not None:
-            from .draft_model import DraftModelProposer, default_draft_kv_bytes
+            from .speculation.draft_model import DraftModelProposer, default_draft_kv_bytes
 
             proposer = DraftModelProposer(
                 draft_model, target_vocab_size=model.config.vocab_size, tokenizer_vocab_size=tokenizer.vocab_size,
                 eos_token_ids=tokenizer.eos_token_ids, block_size=kv.block_size, max_num_seqs=config.max_num_seqs,
                 kv_cache_bytes=draft_kv_bytes or default_draft_kv_bytes(kv, draft_model.config, draft_model.dtype))
         # Draft rows are weighed against what a row and a sequence cost on this device (AdaptiveDraftLength).
-        from .speculative import DRAFT_COSTS
-
         row_cost, seq_cost = DRAFT_COSTS["cpu" if model.device.type == "cpu" else "cuda"]
-        self.drafter = Drafter(config, tokenizer, proposer=proposer, cost_per_token=row_cost,
+        self.drafter = Drafter(config, tokenizer, draft_model=proposer, cost_per_token=row_cost,
                                cost_per_sequence=seq_cost)
         # Rows: one per sequence, plus draft positions when speculating.
         max_rows = config.max_num_seqs * (1 + (self.drafter.max_draft_tokens if self.drafter.enabled else 0))
@@ -102,27 +101,8 @@ class LLMEngine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> "LLMEngine":
-        import torch
-
-        from .weights import load_model
-
-        from .. import settings
-
-        threads = config.num_threads or settings.get("STRUCTGEN_NUM_THREADS")
-        if threads and config.resolved_device == "cpu":
-            torch.set_num_threads(threads)
-        device = config.resolved_device
-        max_len = min(config.max_model_len or _MAX_POSITIONS_CAP, _MAX_POSITIONS_CAP)
-        dtype = getattr(torch, config.resolved_dtype)
-        model = load_model(config.model, device, dtype, max_positions=max_len)
-        tokenizer = load_tokenizer(config.model)
-        draft = None
-        if config.speculation == "draft_model":
-            if config.draft_model == config.model:
-                draft = model               # self-drafting (a test of the path): share the weights
-            else:
-                check_draft_tokenizer(config.draft_model, tokenizer)
-                draft = load_model(config.draft_model, device, dtype, max_positions=max_len)
+        """Load the model, tokenizer and draft model `config` names (loader.py) and build the engine."""
+        model, tokenizer, draft = load_engine_parts(config)
         return cls(config, model, tokenizer, draft_model=draft)
 
     # ----- requests in -----
@@ -185,6 +165,21 @@ class LLMEngine:
         self._finish(seq, "abort")
         return True
 
+    def abort_all(self) -> None:
+        """`abort` every request in flight (their final outputs come with the next step or drain_outputs)."""
+        for rid in list(self._seqs):
+            self.abort(rid)
+
+    def fail_all(self, message: str) -> None:
+        """Finish every request in flight with finish_reason="error" and `message` (the engine cannot go on)."""
+        for seq in list(self._seqs.values()):
+            self._finish(seq, "error", message)
+
+    def drain_outputs(self) -> list[GenerateOutput]:
+        """The outputs produced since the last step or drain, without stepping."""
+        out, self._outbox = self._outbox, []
+        return out
+
     # ----- the step -----
     def has_unfinished(self) -> bool:
         return bool(self._seqs) or bool(self._outbox)
@@ -210,8 +205,7 @@ class LLMEngine:
                 if result.num_constrained_rows:
                     self._mask_steps += 1
                     self._mask_time += result.mask_s
-        out, self._outbox = self._outbox, []
-        return out
+        return self.drain_outputs()
 
     def _postprocess(self, scheduled: list[ScheduledSequence], sampled: list[list[int]],
                      failed: dict[str, str]) -> None:
@@ -228,16 +222,13 @@ class LLMEngine:
             if not toks:
                 self.scheduler.commit(sc)
                 continue
-            # Verification (issue 6): accept the drafts the model agrees with, then its own next token.
+            # Verification (issue 6): the drafts the sampled rows agree with, then the next sample.
             drafts = seq.draft_tokens[:sc.num_drafts]
-            accepted = 0
-            while accepted < len(drafts) and toks[accepted] == drafts[accepted]:
-                accepted += 1
-            commit = drafts[:accepted] + [toks[accepted]]
+            accepted, commit = verify.accept(drafts, toks)
             seq.draft_tokens = []
-            seq.append_tokens(drafts[:accepted])
+            seq.append_tokens(commit[:accepted])
             self.scheduler.commit(sc, accepted)
-            seq.append_tokens(commit[-1:])
+            seq.append_tokens(commit[accepted:])
             self.drafter.observe(seq, len(drafts), accepted)
             if seq.first_token_time is None:
                 seq.first_token_time = now
@@ -256,60 +247,18 @@ class LLMEngine:
                 self._rate.popleft()
 
     def _after_tokens(self, seq: Sequence, tokens: list[int]) -> None:
-        """Advance the cursor, detokenize, check every finish condition, emit a delta."""
-        sp = seq.sampling
-        visible = []
-        reason = None
-        for i, t in enumerate(tokens):
-            try:
-                ok = seq.cursor is None or seq.cursor.advance(t)
-            except Exception as e:  # noqa: BLE001 - e.g. ConstraintTooComplexError on a lazily built state
-                self._finish(seq, "error", f"{type(e).__name__}: {e}")
-                return
-            if not ok:
-                self._finish(seq, "error", f"internal error: token {t} was sampled against the constraint")
-                return
-            if t in self.eos_token_ids and not sp.ignore_eos:
-                reason = "stop"
-            else:
-                visible.append(t)
-                seq.detokenizer.add((t,))
-                if seq.detokenizer.stopped:
-                    reason = "stop"
-                elif seq.cursor is not None and seq.cursor.is_terminated():
-                    reason = "stop"             # nothing but EOS can follow: plain decoding skips the EOS step
-            if reason is not None:
-                if i < len(tokens) - 1:
-                    # A verified draft ended the output and the same forward produced tokens past the end (the
-                    # bonus token after a drafted EOS, or the model's EOS). Plain decoding never runs those steps:
-                    # drop them, so that usage and token ids match decoding without drafts exactly.
-                    del seq.token_ids[len(seq.token_ids) - (len(tokens) - 1 - i):]
-                    seq.num_computed_tokens = min(seq.num_computed_tokens, seq.num_tokens)
-                break
-        if reason is None and (seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len):
-            reason = "length"
-        if reason is not None:
-            self._finish(seq, reason, visible=visible)
+        """Advance the cursor, detokenize, check every finish condition (output_builder.consume), emit a delta."""
+        verdict = output_builder.consume(seq, tokens, self.eos_token_ids, self.max_model_len)
+        if verdict.error is not None:
+            self._finish(seq, "error", verdict.error)
+        elif verdict.reason is not None:
+            self._finish(seq, verdict.reason, visible=verdict.visible)
         else:
-            self._emit(seq, visible)
+            self._emit(seq, verdict.visible)
 
     # ----- outputs -----
-    def _delta(self, seq: Sequence, tokens: list[int], finished: bool) -> GenerateOutput:
-        now = time.perf_counter()
-        text = seq.detokenizer.delta(final=finished) if seq.detokenizer is not None else ""
-        return GenerateOutput(
-            request_id=seq.request_id, token_ids=list(tokens), text=text, finished=finished,
-            finish_reason=seq.finish_reason if finished else None, error=seq.error if finished else None,
-            usage=Usage(prompt_tokens=seq.prompt_len, cached_tokens=seq.num_cached_prompt_tokens,
-                        completion_tokens=seq.num_output_tokens, forced_tokens=seq.num_forced_tokens,
-                        draft_accepted_tokens=seq.num_draft_accepted),
-            timings=Timings(
-                queued_s=(seq.first_scheduled_time or now) - seq.arrival_time,
-                ttft_s=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
-                total_s=now - seq.arrival_time))
-
     def _emit(self, seq: Sequence, tokens: list[int]) -> None:
-        self._outbox.append(self._delta(seq, tokens, False))
+        self._outbox.append(output_builder.build_output(seq, tokens, False))
 
     def _finish(self, seq: Sequence, reason: str, error: str | None = None, visible: list[int] = ()) -> None:
         self.scheduler.finish(seq, reason, error)
@@ -317,13 +266,13 @@ class LLMEngine:
         if seq.compile_future is not None and not seq.compile_future.done():
             seq.compile_future.cancel()
         self._seqs.pop(seq.request_id, None)
-        self._outbox.append(self._delta(seq, list(visible), True))
+        self._outbox.append(output_builder.build_output(seq, list(visible), True))
         with self._stats_lock:
             self._finished[reason] += 1
 
     def _fail(self, seq: Sequence, message: str) -> None:
         seq.finish("error", message)
-        self._outbox.append(self._delta(seq, [], True))
+        self._outbox.append(output_builder.build_output(seq, [], True))
         with self._stats_lock:
             self._finished["error"] += 1
 
@@ -366,139 +315,3 @@ class LLMEngine:
     def close(self) -> None:
         self.runner.close()
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
-
-
-def check_draft_tokenizer(draft_path: str, tokenizer) -> None:
-    """ValueError when the draft model's folder has a vocabulary other than the target's (token -> id; chat
-    template and EOS may differ, e.g. a base model drafting for its instruct sibling). A folder without a
-    tokenizer is checked by vocabulary size only, when the engine is built."""
-    try:
-        draft_tok = load_tokenizer(draft_path)
-    except (FileNotFoundError, OSError, ValueError):
-        return
-    if draft_tok.hf.get_vocab(with_added_tokens=True) != tokenizer.hf.get_vocab(with_added_tokens=True):
-        raise ValueError(f"the draft model {draft_path!r} has another vocabulary than the target model "
-                         f"({draft_tok!r} vs {tokenizer!r}): a draft model must share the target's tokenizer")
-
-
-def load_tokenizer(model: str):
-    from pathlib import Path
-
-    from ..tokenizer import Tokenizer, default_tokenizer
-
-    if model == "default":
-        return default_tokenizer()
-    path = Path(model).expanduser()
-    folder = path.parent if path.is_file() else path
-    return Tokenizer.from_dir(folder)
-
-
-class AsyncEngine:
-    """An LLMEngine driven by a background thread; `generate()` streams deltas to asyncio callers."""
-
-    def __init__(self, engine: LLMEngine):
-        self.engine = engine
-        self.tokenizer = engine.tokenizer
-        self.config = engine.config
-        self.max_model_len = engine.max_model_len
-        self._inbox: collections.deque = collections.deque()
-        self._wake = threading.Event()
-        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._dead: BaseException | None = None
-        engine.on_compiled = self._wake.set
-
-    @classmethod
-    def from_config(cls, cfg: EngineConfig) -> "AsyncEngine":
-        return cls(LLMEngine.from_config(cfg))
-
-    async def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="structgen-engine", daemon=True)
-        self._thread.start()
-
-    async def shutdown(self) -> None:
-        """Stop the loop; every request still in flight finishes with "abort"."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            self._thread = None
-        self.engine.close()
-
-    async def generate(self, req: GenerateRequest) -> AsyncIterator[GenerateOutput]:
-        """Stream deltas of `req` until one has finished=True. Request errors arrive as finish_reason="error".
-        Closing the iterator early (a cancelled client) aborts the request and frees its KV blocks."""
-        if self._thread is None:
-            await self.start()
-        queue: asyncio.Queue = asyncio.Queue()
-        if req.request_id in self._streams or self._stopping or self._dead is not None:
-            why = (f"request id {req.request_id!r} is already in flight" if req.request_id in self._streams
-                   else "the engine is shutting down")
-            yield GenerateOutput(req.request_id, [], "", True, "error", why, Usage(len(req.prompt_token_ids)))
-            return
-        self._streams[req.request_id] = (asyncio.get_running_loop(), queue)
-        self._inbox.append(("add", req))
-        self._wake.set()
-        finished = False
-        try:
-            while not finished:
-                out = await queue.get()
-                finished = out.finished
-                yield out
-        finally:
-            if not finished:
-                self._inbox.append(("abort", req.request_id))
-                self._wake.set()
-            self._streams.pop(req.request_id, None)
-
-    async def compile(self, spec: ConstraintSpec):
-        """Compile in the engine's compile pool (raises ConstraintError for a bad constraint)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.engine.compile_pool, compile_spec, spec, self.tokenizer)
-
-    async def abort(self, request_id: str) -> None:
-        self._inbox.append(("abort", request_id))
-        self._wake.set()
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    # ----- the loop thread -----
-    def _loop(self) -> None:
-        eng = self.engine
-        try:
-            while not self._stopping:
-                while self._inbox:
-                    op, arg = self._inbox.popleft()
-                    if op == "add":
-                        eng.add_request(arg)
-                    else:
-                        eng.abort(arg)
-                if eng.has_work():
-                    self._dispatch(eng.step())
-                    continue
-                self._wake.wait(0.5)
-                self._wake.clear()
-        except BaseException as e:  # noqa: BLE001 - a crashed loop must fail every stream, not hang them
-            self._dead = e
-            for rid in list(eng._seqs):
-                eng._finish(eng._seqs[rid], "error", f"engine failure: {type(e).__name__}: {e}")
-            self._dispatch(eng._outbox)
-            eng._outbox = []
-            raise
-        for rid in list(eng._seqs):
-            eng.abort(rid)
-        self._dispatch(eng.step())
-
-    def _dispatch(self, outputs: list[GenerateOutput]) -> None:
-        for o in outputs:
-            target = self._streams.get(o.request_id)
-            if target is not None:
-                loop, queue = target
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, o)
-                except RuntimeError:
-                    pass                # the caller's event loop is closed; nobody is listening

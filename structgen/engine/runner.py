@@ -3,7 +3,7 @@ the cursors of constrained rows, applies it in one kernel, samples, and returns 
 
 Rows: a scheduled sequence wants `num_logits` logits rows (its last positions): 1 for a decode or the last chunk
 of a prefill, 1 + k when k draft tokens are verified (issue 6), 0 for a middle prefill chunk. Each row gets its
-own mask row: for drafts the cursor is walked along the draft while filling and rolled back afterwards.
+own mask row: for drafts the cursor walks along the draft while filling (Cursor.fill_along) and ends where it began.
 """
 
 from __future__ import annotations
@@ -19,28 +19,8 @@ from ..kernels.dispatch import backends_for
 from ..kernels.sampling import SamplingBatch, sample
 from .forward_batch import build_forward_batch
 from .kv_cache import KVCache
+from .mask_buffer import MaskBuffer
 from .scheduler import ScheduledSequence
-
-
-class MaskBuffer:
-    """A step's mask rows: one preallocated int32 host buffer (R, W) (pinned on CUDA), its numpy view for cursors
-    to fill row by row, and a device twin the filled rows are copied to. Nothing is allocated per step."""
-
-    def __init__(self, rows: int, words: int, device: torch.device):
-        self.host = torch.zeros((rows, words), dtype=torch.int32, pin_memory=device.type == "cuda")  # (R, W)
-        self.np = self.host.numpy()     # a view: numpy row writes land in the tensor
-        self._device = self.host if device.type == "cpu" else torch.empty_like(self.host, device=device)
-
-    @property
-    def num_rows(self) -> int:
-        return self.host.shape[0]
-
-    def on_device(self, n: int) -> torch.Tensor:
-        """Rows [0, n) where the logits are: the host rows themselves on CPU, a non-blocking copy on CUDA."""
-        if self._device is self.host:
-            return self.host[:n]
-        self._device[:n].copy_(self.host[:n], non_blocking=True)
-        return self._device[:n]
 
 
 @dataclass
@@ -91,37 +71,19 @@ class ModelRunner:
         return r, constrained, failed
 
     def _fill_rows(self, sc: ScheduledSequence, buf: np.ndarray, r: int) -> None:
-        """Rows r .. r + num_logits of one constrained sequence; the cursor is back where it was afterwards."""
-        cursor, n = sc.seq.cursor, sc.num_logits
-        w = sc.seq.mask_words
-        drafts = sc.seq.draft_tokens[:sc.num_drafts]
-        advanced = 0
-        dead = False
-        try:
-            for j in range(n):
-                row = buf[r + j]
-                if dead:
-                    # Past a draft token the constraint rejects: the row's sample is never used (acceptance
-                    # stops at the rejected token), so any non-empty mask will do.
-                    row[:] = -1
-                    continue
-                cursor.fill_bitmask(row[:w])
-                if w < self.num_words:
-                    row[w:] = 0
-                if j and not row[:w].any():
-                    # The drafts so far end the output (e.g. an accepted EOS): generation stops before this
-                    # row's sample is used, so let it sample anything rather than from an empty distribution.
-                    row[:] = -1
-                    dead = True
-                    continue
-                if j < n - 1:
-                    if cursor.advance(drafts[j]):
-                        advanced += 1
-                    else:
-                        dead = True
-        finally:
-            if advanced:
-                cursor.rollback(advanced)
+        """Rows r .. r + num_logits of one constrained sequence: row j is the mask after the first j drafts
+        (Cursor.fill_along); the cursor is back where it was afterwards."""
+        n, w = sc.num_logits, sc.seq.mask_words
+        rows = buf[r:r + n]                                  # (n, W) view
+        filled = sc.seq.cursor.fill_along(sc.seq.draft_tokens[:n - 1], rows[:, :w]) + 1
+        rows[:filled, w:] = 0
+        if filled > 1 and not rows[filled - 1, :w].any():
+            # The drafts so far end the output (e.g. an accepted EOS): generation stops before this row's sample
+            # is used, so let it sample anything rather than from an empty distribution.
+            filled -= 1
+        # Past a draft token the constraint rejects: those rows' samples are never used (acceptance stops at the
+        # rejected token), so any non-empty mask will do.
+        rows[filled:] = -1
 
     # ----- the step -----
     @torch.inference_mode()

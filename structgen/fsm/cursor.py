@@ -61,6 +61,11 @@ class Cursor:
         """Tokens accepted so far (what rollback can undo)."""
         return len(self._history)
 
+    @property
+    def num_words(self) -> int:
+        """int32 words of one bitmask row of this constraint (ceil(vocab_size / 32))."""
+        return self._compiled.num_words
+
     def copy(self) -> "Cursor":
         """An independent cursor at the same state with the same history."""
         other = Cursor.__new__(Cursor)
@@ -128,6 +133,43 @@ class Cursor:
         if self._state == ENDED:
             return []
         return self._compiled.forced_tokens(self._state)
+
+    def forced_bytes(self) -> bytes:
+        """The whole text that is the only legal continuation from here, as bytes (nothing held back; it may end
+        inside a UTF-8 character). Empty after EOS or at a choice point. The cursor stays put."""
+        if self._state == ENDED:
+            return b""
+        return bytes(self._index.forced_run(self._state)[0])
+
+    def fill_along(self, tokens, rows=None, *, start: int = 0) -> int:
+        """Walk `tokens` from here and return how many the constraint admits; the cursor ends where it started
+        (also when a state's mask or transitions raise, e.g. ConstraintTooComplexError).
+
+        The walk stops at the first token the constraint rejects; after EOS every token is rejected. With `rows`
+        (an indexable of (num_words,) int32 numpy rows or torch tensor rows), the mask at position i along
+        `tokens` -- the state after tokens[:i] -- goes to rows[i - start] for start <= i <= admitted: one row per
+        admitted token plus the row after them. Rows past that are left alone.
+
+        NOTE: uses only advance / fill_bitmask / rollback, so a test double of the cursor may borrow it.
+        """
+        n = 0
+        try:
+            for tok in tokens:
+                if rows is not None and n >= start:
+                    self.fill_bitmask(rows[n - start])
+                if not self.advance(tok):
+                    return n                # row n (the rejected position) is filled: the row after the admitted
+                n += 1
+            if rows is not None and n >= start:
+                self.fill_bitmask(rows[n - start])
+            return n
+        finally:
+            if n:
+                self.rollback(n)
+
+    def admitted(self, tokens) -> int:
+        """How many leading tokens of `tokens` the constraint admits from here (stopping after EOS); no change."""
+        return self.fill_along(tokens)
 
     def rollback(self, n: int) -> None:
         """Undo the last `n` advances (n may be 0). ValueError if fewer than `n` were made."""

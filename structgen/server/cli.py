@@ -92,7 +92,7 @@ def engine_config(args) -> EngineConfig:
 
 
 async def _serve(args) -> int:
-    from ..engine.engine import AsyncEngine
+    from ..engine.async_engine import AsyncEngine
     from .server import Server
 
     cfg = server_config(args)

@@ -13,7 +13,8 @@ import jsonschema
 import pytest
 
 from structgen.engine.config import EngineConfig
-from structgen.engine.engine import AsyncEngine, LLMEngine
+from structgen.engine.async_engine import AsyncEngine
+from structgen.engine.engine import LLMEngine
 from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
 
 pytestmark = pytest.mark.slow

@@ -11,6 +11,7 @@ from structgen.engine.requests import GenerateRequest, SamplingParams
 from structgen.engine.runner import ModelRunner
 from structgen.engine.scheduler import ScheduledSequence
 from structgen.engine.sequence import Sequence
+from structgen.fsm.cursor import Cursor
 
 V = 40          # not a multiple of 32: the last mask word is partly padding
 BS = 4
@@ -34,6 +35,8 @@ class FakeModel:
 
 class SetCursor:
     """A fake constraint cursor: the allowed set is a function of how many tokens were accepted."""
+
+    fill_along = Cursor.fill_along      # the FSM's walk, over this fake's advance / fill_bitmask / rollback
 
     def __init__(self, allowed_by_step):
         self.allowed_by_step = allowed_by_step

@@ -147,3 +147,80 @@ def test_copy_is_independent():
     assert cur.num_advanced == 1 and other.num_advanced == 2
     other.rollback(2)
     assert cur.num_advanced == 1
+
+
+# ----- walks along a token list (drafts, forced runs): fill_along / admitted / forced_bytes ------------------------
+
+@pytest.fixture(scope="module")
+def real_tok():
+    import structgen
+
+    return structgen.default_tokenizer()
+
+
+def test_fill_along_cuts_at_the_first_rejected_token_and_fills_rows(real_tok):
+    import structgen
+
+    tok = real_tok
+    compiled = structgen.compile_regex(r"[0-9]{2,4}-[a-z]+")
+    cur = compiled.cursor()
+    draft = tok.encode("12") + tok.encode("-") + tok.encode("abc") + tok.encode("X!")
+    rows = bitmask.allocate(len(draft) + 1, tok.vocab_size)
+    n = cur.fill_along(draft, rows)
+    assert n == len(tok.encode("12") + tok.encode("-") + tok.encode("abc"))
+    assert cur.num_advanced == 0, "the cursor must be rolled back"
+    # Row i is the mask at draft position i: replay with a fresh cursor and compare.
+    ref = compiled.cursor()
+    for i in range(n + 1):
+        assert np.array_equal(rows[i], ref.mask()), f"row {i}"
+        if i < n:
+            assert ref.advance(draft[i])
+    assert not bitmask.is_allowed(rows[n], draft[n])
+    # `start` fills only the rows from that position on; `admitted` counts without rows.
+    last = bitmask.allocate(1, tok.vocab_size)
+    assert cur.fill_along(draft[:n], last, start=n) == n and np.array_equal(last[0], rows[n])
+    assert cur.admitted(draft) == n and cur.num_advanced == 0
+
+
+def test_fill_along_stops_after_eos(real_tok):
+    import structgen
+
+    tok = real_tok
+    eos = next(iter(tok.eos_token_ids))
+    compiled = structgen.compile_regex(r"ab")
+    draft = tok.encode("ab") + [eos] + tok.encode("cd")
+    rows = bitmask.allocate(len(draft) + 1, tok.vocab_size)
+    assert compiled.cursor().fill_along(draft, rows) == len(tok.encode("ab")) + 1
+    assert bitmask.count_allowed(rows[len(tok.encode("ab")) + 1]) == 0      # nothing after EOS
+
+
+class _Exploding(Exception):
+    pass
+
+
+def test_fill_along_restores_the_cursor_when_a_row_raises():
+    c = compiled(LiteralSetAutomaton([b"yes", b"no"]))
+    cur = c.cursor()
+
+    class Rows:
+        def __getitem__(self, i):
+            if i == 2:
+                raise _Exploding()
+            return np.zeros(c.num_words, dtype=np.int32)
+
+    with pytest.raises(_Exploding):
+        cur.fill_along([ord("y"), ord("e"), ord("s")], Rows())    # single-byte tokens: three steps
+    assert cur.num_advanced == 0
+
+
+def test_forced_bytes_is_the_whole_forced_text():
+    tok = toy_tokenizer()
+    c = compiled(LiteralSetAutomaton([b"hello world", b"hello there"]), tok)
+    cur = c.cursor()
+    assert cur.forced_bytes() == b"hello "          # nothing held back, unlike forced_tokens()
+    assert cur.advance(tok.encode("h")[0])
+    assert cur.forced_bytes() == b"ello "
+    for t in tok.encode("ello w"):
+        assert cur.advance(t)
+    assert cur.forced_bytes() == b"orld"
+    assert cur.num_advanced == len(tok.encode("hello w"))

@@ -13,9 +13,14 @@ safe. The run stops at the last canonical boundary at or before the smallest suc
 forced text `"na` (keys `name` and `nationality` both possible) stops before `na`, because `name` and `nat...` would
 cross its end; `"` alone goes ahead. When nothing can follow F (the constraint is terminated) the whole run is safe.
 
+Where the text comes from: `Cursor.forced_bytes()` (the FSM's whole forced text). This module is the one place
+that tokenizes it. First without context, walked along the constraint, holding back the last token unless nothing
+but EOS can follow the whole text (the rule the engine has always applied); then the kept text again in context,
+which gives the run's tokens.
+
 NOTE: the engine feeds these tokens as a *draft* that the target model verifies in the same forward that computes
-their KV (structgen/engine/speculative.py), so a run the model would have tokenized differently costs one verified
-position, never a changed output. The boundary rule is what keeps that rare.
+their KV (structgen/engine/speculation/verify.py), so a run the model would have tokenized differently costs one
+verified position, never a changed output. The boundary rule is what keeps that rare.
 """
 
 from __future__ import annotations
@@ -26,18 +31,18 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from ..fsm.vocab import Vocabulary
-from ..tokenizer import Tokenizer
+from ...fsm import Vocabulary, bitmask
+from ...tokenizer import Tokenizer
+from .proposer import DraftRequest
 
 
 class ForcedRunCursor(Protocol):
     """The part of the FSM cursor (structgen/fsm/cursor.py, docs/INTERFACES.md) a forced run uses."""
 
-    def forced_tokens(self) -> list[int]: ...
-    def advance(self, token_id: int) -> bool: ...
-    def rollback(self, n: int) -> None: ...
-    def allowed_token_ids(self) -> Sequence[int]: ...
-    def is_terminated(self) -> bool: ...
+    @property
+    def num_words(self) -> int: ...
+    def forced_bytes(self) -> bytes: ...
+    def fill_along(self, tokens: Sequence[int], rows=None, *, start: int = 0) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class VocabularyBytes:
     """
 
     def __init__(self, tokenizer: Tokenizer):
-        vocab = Vocabulary.from_tokenizer(tokenizer)
+        vocab = Vocabulary.from_tokenizer(tokenizer)    # the FSM's token bytes (structgen.fsm's public Vocabulary)
         self.special = frozenset(tokenizer.special_token_ids) | frozenset(tokenizer.eos_token_ids)
         # NOTE: special and added tokens have no bytes (b""): the constraint never allows them.
         self.tokens: list[bytes] = list(vocab.token_bytes) + [b""] * (tokenizer.vocab_size - len(vocab.token_bytes))
@@ -108,54 +113,65 @@ class ForcedRunPlanner:
 
         `generated` are the tokens emitted so far for this request (output only, not the prompt).
         """
-        text, forced = self._forced_text(cursor)
+        forced_len, text, forced = self._forced_text(cursor)
         if not text:
             return ForcedRun((), b"", 0)
         tokens = self._canonical(text, generated)
         if tokens is None:
-            tokens = forced  # (empty when only bytes were given: nothing clean to feed)
+            tokens = forced  # the constraint's own tokens for the text
         # Walk the cursor through the run: this confirms the constraint admits every token and tells what may follow.
-        walked = 0
-        for tok in tokens:
-            if not cursor.advance(tok):
-                break
-            walked += 1
-        tokens = tokens[:walked]
-        try:
-            follow_mask = 0 if cursor.is_terminated() else self._follow_mask(cursor.allowed_token_ids())
-        finally:
-            if walked:
-                cursor.rollback(walked)
-        walked_text = self.vocab.bytes_of(tokens)
-        if walked < len(tokens) or len(walked_text) < len(text):
+        after = np.zeros((1, cursor.num_words), dtype=bitmask.DTYPE)                 # (1, W) the mask after the run
+        walked = cursor.fill_along(tokens, after, start=len(tokens))
+        if walked < len(tokens):
             follow_mask = (1 << 256) - 1  # the run was cut by the constraint: treat anything as able to follow
-        safe_end = self._safe_end(walked_text, follow_mask)
+        else:
+            follow_mask = self._follow_mask(bitmask.unpack(after[0]))
+        tokens = tokens[:walked]
+        safe_end = self._safe_end(self.vocab.bytes_of(tokens), follow_mask)
         kept, end = [], 0
         for tok in tokens:
             end += len(self.vocab.tokens[tok])
             if end > safe_end or len(kept) >= self.max_tokens:
                 break
             kept.append(tok)
-        return ForcedRun(tuple(kept), self.vocab.bytes_of(kept), len(text))
+        return ForcedRun(tuple(kept), self.vocab.bytes_of(kept), forced_len)
 
-    def _forced_text(self, cursor: ForcedRunCursor) -> tuple[bytes, list[int]]:
-        """The forced bytes and the constraint's own tokens for them.
+    def propose(self, requests: list[DraftRequest]) -> list[list[int]]:
+        """The Proposer interface: each sequence's planned run (no prefix), at most `k` tokens."""
+        return [list(self.plan(r.seq.cursor, r.seq.output_token_ids).token_ids[:r.k]) for r in requests]
 
-        A cursor with `forced_bytes()` gives the whole forced text; otherwise the bytes of `forced_tokens()` are
-        used (the FSM layer already holds its last token back, so the run is shorter but still safe).
+    def release(self, seq) -> None:
+        """Nothing is held per request."""
+
+    def _forced_text(self, cursor: ForcedRunCursor) -> tuple[int, bytes, list[int]]:
+        """(length of the forced text in bytes, the part of it safe to hand over, the tokenizer's own tokens for
+        that part without context).
+
+        The forced bytes, cut to whole characters, are encoded and walked along the constraint; the last token
+        is held back because it could merge with what follows, unless the text is all there is (nothing but EOS
+        can follow it).
         """
-        forced_bytes = getattr(cursor, "forced_bytes", None)
-        if forced_bytes is not None:
-            data = bytes(forced_bytes())
-            for cut in range(len(data), max(len(data) - 4, 0) - 1, -1):
-                try:
-                    data[:cut].decode("utf-8")  # a run ends on a whole character: the tokenizer reads text
-                    return data[:cut], []
-                except UnicodeDecodeError:
-                    continue
-            return b"", []
-        forced = list(cursor.forced_tokens())
-        return self.vocab.bytes_of(forced), forced
+        data = bytes(cursor.forced_bytes())
+        for cut in range(len(data), max(len(data) - 4, -1), -1):
+            try:
+                text = data[:cut].decode("utf-8")  # a run ends on a whole character: the tokenizer reads text
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            return 0, b"", []
+        if not text:
+            return 0, b"", []
+        ids = list(self.tokenizer.encode(text))
+        after = np.zeros((1, cursor.num_words), dtype=bitmask.DTYPE)                 # (1, W) the mask after ids
+        n = cursor.fill_along(ids, after, start=len(ids))
+        whole = cut == len(data) and n == len(ids)
+        ids = ids[:n]
+        # NOTE: nothing with bytes allowed after the whole text = terminated (only EOS), with a vocabulary that
+        # spells every byte.
+        if ids and not (whole and self._follow_mask(bitmask.unpack(after[0])) == 0):
+            ids.pop()
+        return cut, self.vocab.bytes_of(ids), ids
 
     def _canonical(self, text: bytes, generated: Sequence[int]) -> list[int] | None:
         """The tokenizer's tokens of `text` written after `generated`, or None if they cannot be had cleanly."""

@@ -1,19 +1,19 @@
 """DraftModelProposer: a smaller model of the same tokenizer proposes up to k greedy tokens per sequence, batched.
 
-Per engine step, once every sequence has committed its verified tokens (structgen/engine/drafter.py calls
-`propose` once with every drafting sequence):
+Per engine step, once every sequence has committed its verified tokens (structgen/engine/speculation/drafter.py
+calls `propose` once with every drafting sequence):
 1. catch-up: one extend forward of the draft model over what each sequence committed since its last draft, plus
    the uncommitted prefix the draft continues (a forced run); its last logits give the first draft token;
 2. k - 1 decode forwards, each feeding every sequence still drafting its previous draft token.
-Each step's logits are masked with the sequence's constraint (the cursor walked along the prefix and the draft,
-and rolled back at the end: it ends where it started) and the draft token is the argmax. A draft stops at EOS,
+Each step's logits are masked with the sequence's constraint (the mask after the prefix and the draft so far,
+from Cursor.fill_along: the cursor ends where it started) and the draft token is the argmax. A draft stops at EOS,
 where the constraint allows nothing, or at k tokens.
 
 NOTE: proposals are greedy, i.e. a deterministic function of the committed prefix (q = one-hot). The engine
 verifies a deterministic draft by sampling each target row and accepting while the sample equals the draft, which
 is exactly the speculative acceptance rule for a one-hot q: greedy requests get plain decoding's tokens, sampled
 requests keep the masked target distribution. Sampling the draft model instead would need q's probabilities in the
-verification (speculative.sample_verify); keep the proposals greedy unless that is wired too.
+verification (structgen/engine/speculation/verify.py); keep the proposals greedy unless that is wired too.
 
 KV: the draft model has its own paged pool and BlockManager. Per sequence it records what its KV holds: the first
 `num_committed` tokens of seq.token_ids, then `speculative` tokens fed beyond them (a forced run, drafts). At the
@@ -30,12 +30,13 @@ from typing import Sequence as Seq
 
 import torch
 
-from ..kernels.bitmask import apply_token_bitmask_inplace
-from .block_manager import BlockManager
-from .forward_batch import build_forward_batch
-from .kv_cache import KVCache
-from .runner import MaskBuffer
-from .sequence import Sequence, SequenceStatus
+from ...kernels.bitmask import apply_token_bitmask_inplace
+from ..block_manager import BlockManager
+from ..forward_batch import build_forward_batch
+from ..kv_cache import KVCache
+from ..mask_buffer import MaskBuffer
+from ..sequence import Sequence, SequenceStatus
+from .proposer import DraftRequest
 
 # Tokens the catch-up forward may process in one call (a new sequence's whole prompt goes through it once);
 # sequences past the budget catch up in chunks over the next steps and do not draft meanwhile.
@@ -68,18 +69,6 @@ def default_draft_kv_bytes(target_kv: KVCache, draft_config, dtype: torch.dtype)
 
 
 @dataclass
-class DraftRequest:
-    """One sequence's ask: up to `k` tokens continuing seq.token_ids + `prefix`.
-
-    prefix: uncommitted tokens already in the draft (a forced run); the constraint admits them by construction.
-    """
-
-    seq: Sequence
-    k: int
-    prefix: list[int] = field(default_factory=list)
-
-
-@dataclass
 class _DraftKV:
     block_table: list[int] = field(default_factory=list)
     num_committed: int = 0              # leading tokens of seq.token_ids whose KV is in the draft pool
@@ -101,12 +90,12 @@ class _DraftKV:
 class _Row:
     """A sequence drafting in this call (host-side bookkeeping)."""
 
-    __slots__ = ("index", "seq", "st", "cursor", "k", "advanced", "draft", "done")
+    __slots__ = ("index", "seq", "st", "cursor", "k", "prefix", "draft", "done")
 
-    def __init__(self, index: int, seq: Sequence, st: _DraftKV, k: int):
+    def __init__(self, index: int, seq: Sequence, st: _DraftKV, k: int, prefix: list[int]):
         self.index, self.seq, self.st, self.k = index, seq, st, k
         self.cursor = seq.cursor
-        self.advanced = 0               # cursor advances to roll back at the end
+        self.prefix = prefix            # uncommitted tokens before the draft (a forced run)
         self.draft: list[int] = []
         self.done = False
 
@@ -200,40 +189,27 @@ class DraftModelProposer:
             tables.append(st.block_table)
             logits_rows.append(1 if drafting else 0)
             if drafting:
-                rows.append(_Row(i, seq, st, k))
+                rows.append(_Row(i, seq, st, k, list(r.prefix)))
         if not feeds:
             return out
 
-        try:
-            for row in rows:
-                prefix = requests[row.index].prefix
-                if row.cursor is not None:
-                    for t in prefix:
-                        if not row.cursor.advance(t):
-                            row.done = True     # a prefix the constraint rejects: the caller's invariant broke
-                            break
-                        row.advanced += 1
-            batch = build_forward_batch(feeds, ctxs, tables, bs, self.device, num_logits=logits_rows)
-            logits = self.model(batch, self.kv)              # (len(rows), V) float32
+        batch = build_forward_batch(feeds, ctxs, tables, bs, self.device, num_logits=logits_rows)
+        logits = self.model(batch, self.kv)                  # (len(rows), V) float32
+        self.num_forwards += 1
+        if rows:
+            self._pick(logits, rows)
+        while True:
+            active = [row for row in rows if not row.done]
+            if not active:
+                break
+            batch = build_forward_batch([[row.draft[-1]] for row in active],
+                                        [row.st.num_cached for row in active],
+                                        [row.st.block_table for row in active], bs, self.device)
+            for row in active:
+                row.st.speculative.append(row.draft[-1])
+            logits = self.model(batch, self.kv)              # (len(active), V) float32
             self.num_forwards += 1
-            if rows:
-                self._pick(logits, rows)
-            while True:
-                active = [row for row in rows if not row.done]
-                if not active:
-                    break
-                batch = build_forward_batch([[row.draft[-1]] for row in active],
-                                            [row.st.num_cached for row in active],
-                                            [row.st.block_table for row in active], bs, self.device)
-                for row in active:
-                    row.st.speculative.append(row.draft[-1])
-                logits = self.model(batch, self.kv)          # (len(active), V) float32
-                self.num_forwards += 1
-                self._pick(logits, active)
-        finally:
-            for row in rows:
-                if row.advanced and row.cursor is not None:
-                    row.cursor.rollback(row.advanced)
+            self._pick(logits, active)
         for row in rows:
             out[row.index] = row.draft
             self.proposed_tokens += len(row.draft)
@@ -254,14 +230,20 @@ class DraftModelProposer:
             if cursor is None or row.done:
                 buf[j] = -1
                 continue
-            constrained = True
+            walk = row.prefix + row.draft
             try:
                 w = min(row.seq.mask_words or self.num_words, self.num_words)
-                cursor.fill_bitmask(buf[j, :w])
+                if cursor.fill_along(walk, buf[j:j + 1, :w], start=len(walk)) < len(walk):
+                    # Only the prefix can be rejected (each draft token was picked under its mask): the caller's
+                    # invariant broke; this sequence does not draft.
+                    row.done = True
+                    buf[j] = -1
+                    continue
                 buf[j, w:] = 0
+                constrained = True
             except Exception:  # noqa: BLE001 - e.g. ConstraintTooComplexError: the engine fails it on its own
-                # The state after the draft so far cannot be masked, and the runner would fill that state's row
-                # for the bonus token: drop the last draft token so that every verified row can be filled.
+                # The state after the draft so far cannot be built or masked, and the runner would fill that
+                # state's row for the bonus token: drop the last draft token so that every verified row can be filled.
                 if row.draft:
                     row.draft.pop()
                 row.done = True
@@ -273,11 +255,9 @@ class DraftModelProposer:
         for row, tok in zip(rows, picks):
             if row.done:
                 continue
-            if tok < 0 or (row.cursor is not None and not row.cursor.advance(tok)):
+            if tok < 0:
                 row.done = True
                 continue
-            if row.cursor is not None:
-                row.advanced += 1
             row.draft.append(tok)
             if tok in self.eos_token_ids or len(row.draft) >= row.k:
                 row.done = True

@@ -22,7 +22,7 @@ import torch
 
 import structgen
 from structgen.engine.config import EngineConfig
-from structgen.engine.draft_model import DraftModelProposer, DraftRequest, check_draft_vocab
+from structgen.engine.speculation.draft_model import DraftModelProposer, DraftRequest, check_draft_vocab
 from structgen.engine.engine import LLMEngine
 from structgen.engine.model_config import ModelConfig
 from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
@@ -208,7 +208,7 @@ def test_tiny_greedy_outputs_match_plain_decoding_and_draft_kv_is_released(tok, 
         accepted = [o.usage.draft_accepted_tokens for o in outs]
         assert accepted[3] == 0 and accepted[4] == 0 and outs[4].usage.forced_tokens == 0, "opted out, drafted"
         assert sum(accepted) > 0.5 * sum(len(o.token_ids) for o in outs[:3]), "self-drafting accepts most tokens"
-        prop = eng.drafter.proposer
+        prop = eng.drafter.draft_model
         assert prop.proposed_tokens > 0
         assert prop.block_manager.num_used == 0 and prop.num_tracked == 0, "draft KV kept after the requests ended"
         eng.close()
@@ -226,7 +226,7 @@ def test_preemption_under_a_tiny_target_kv_budget_keeps_outputs(tok, tiny):
     assert eng.scheduler.num_preemptions > 0
     assert [o.token_ids for o in outs] == want
     assert sum(o.usage.draft_accepted_tokens for o in outs) > 0
-    assert eng.drafter.proposer.block_manager.num_used == 0
+    assert eng.drafter.draft_model.block_manager.num_used == 0
     eng.close()
 
 
@@ -252,7 +252,7 @@ def test_sampled_requests_with_a_draft_model_stay_valid_and_reproducible(tok, ti
 def test_draft_kv_goes_back_on_abort(tok, tiny):
     eng = LLMEngine(EngineConfig(kv_cache_bytes=8 << 20, speculation="draft_model", draft_model="tiny"), tiny, tok,
                     draft_model=tiny)
-    prop = eng.drafter.proposer
+    prop = eng.drafter.draft_model
     for r in _mixed_requests(tok, "a", opt_out=False):
         eng.add_request(r)
     while prop.block_manager.num_used == 0:
@@ -275,7 +275,7 @@ def test_no_spare_draft_kv_means_no_drafts_not_errors(tok, tiny):
     outs = _run(eng, _mixed_requests(tok, "n", opt_out=False))
     assert [o.token_ids for o in outs] == want
     assert all(o.finish_reason in ("stop", "length") for o in outs)
-    prop = eng.drafter.proposer
+    prop = eng.drafter.draft_model
     assert prop.block_manager.num_blocks == 1 and prop.block_manager.num_used == 0
     eng.close()
 
@@ -350,7 +350,7 @@ def test_greedy_outputs_are_identical_with_a_draft_model(model, tok, tiny):
                 assert re.fullmatch(value, o.text), (value, o.text)
         if draft is not None:
             drafters[name] = eng.drafter
-            assert eng.drafter.proposer.block_manager.num_used == 0, "draft KV kept after the requests ended"
+            assert eng.drafter.draft_model.block_manager.num_used == 0, "draft KV kept after the requests ended"
         eng.close()
     for name in ("self", "random"):
         diffs = [i for i, (a, b) in enumerate(zip(runs["base"], runs[name])) if a != b]

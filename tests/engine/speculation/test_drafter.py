@@ -18,7 +18,7 @@ import pytest
 
 import structgen
 from structgen.engine.config import EngineConfig
-from structgen.engine.drafter import Drafter
+from structgen.engine.speculation.drafter import Drafter
 from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
 from structgen.engine.sequence import Sequence
 

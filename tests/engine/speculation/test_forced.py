@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 import structgen
-from structgen.engine.jump_forward import ForcedRun, ForcedRunPlanner, vocabulary_bytes
+from structgen.engine.speculation.forced import ForcedRun, ForcedRunPlanner, vocabulary_bytes
 from structgen.fsm import bitmask
+from structgen.fsm.cursor import Cursor
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,11 @@ def planner(tok):
 
 class LiteralCursor:
     """A cursor over a finite set of documents, with the real tokenizer's bytes (unit tests of the planner's logic).
+    Like the FSM cursor it reports the whole forced text through `forced_bytes()`."""
 
-    Unlike the FSM cursor it reports the whole forced text through `forced_bytes()`.
-    """
+    fill_along = Cursor.fill_along      # the FSM's walk, over this double's advance / fill_bitmask / rollback
 
-    def __init__(self, tok, documents: list[str], with_forced_bytes: bool = True):
+    def __init__(self, tok, documents: list[str]):
         self.tok = tok
         self.vocab = vocabulary_bytes(tok)
         self.docs = {d.encode() for d in documents}
@@ -33,8 +34,7 @@ class LiteralCursor:
         self.eos = next(iter(tok.eos_token_ids))
         self.text = b""
         self.history: list[bytes] = []
-        if not with_forced_bytes:
-            self.forced_bytes = None  # the planner then reads forced_tokens()
+        self.num_words = bitmask.num_words(tok.vocab_size)
 
     def _forced(self) -> bytes:
         out = self.text
@@ -47,9 +47,6 @@ class LiteralCursor:
 
     def forced_bytes(self) -> bytes:
         return self._forced()
-
-    def forced_tokens(self) -> list[int]:
-        return self.tok.encode(self._forced().decode())
 
     def advance(self, t: int) -> bool:
         if t == self.eos:
@@ -65,6 +62,9 @@ class LiteralCursor:
         if n:
             self.text = self.history[-n]
             del self.history[-n:]
+
+    def fill_bitmask(self, row) -> None:
+        bitmask.copy_row(row, bitmask.pack(self.allowed_token_ids(), self.tok.vocab_size))
 
     def allowed_token_ids(self):
         ok = [i for i, b in enumerate(self.vocab.tokens) if b and self.text + b in self.prefixes]
@@ -140,10 +140,9 @@ def test_run_to_the_end_when_nothing_can_follow(tok, planner):
     assert run.text == b"}" and run.held_back == 0
 
 
-@pytest.mark.parametrize("with_forced_bytes", [True, False])
-def test_runs_follow_the_tokenizer_on_shared_prefix_keys(tok, planner, with_forced_bytes):
-    bad = canonical_trajectory_mismatches(tok, planner, lambda: LiteralCursor(tok, SHARED_PREFIX_DOCS,
-                                                                            with_forced_bytes), SHARED_PREFIX_DOCS)
+def test_runs_follow_the_tokenizer_on_shared_prefix_keys(tok, planner):
+    bad = canonical_trajectory_mismatches(tok, planner, lambda: LiteralCursor(tok, SHARED_PREFIX_DOCS),
+                                          SHARED_PREFIX_DOCS)
     assert not bad, "\n".join(bad)
 
 

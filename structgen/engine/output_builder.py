@@ -1,0 +1,75 @@
+"""What a step's committed tokens mean for a request's output: the finish rules (EOS, stop strings, a terminated
+constraint, the token budget) and the GenerateOutput delta with its Usage and Timings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .outputs import GenerateOutput, Timings, Usage
+from .sequence import Sequence
+
+
+@dataclass
+class Verdict:
+    """What `consume` found: the tokens to stream, and why the request ends (None: it goes on).
+
+    reason "error" comes with `error`; then nothing is streamed."""
+
+    visible: list[int] = field(default_factory=list)
+    reason: str | None = None
+    error: str | None = None
+
+
+def consume(seq: Sequence, tokens: list[int], eos_token_ids: frozenset[int], max_model_len: int) -> Verdict:
+    """Advance the cursor along the committed `tokens`, detokenize them, and check every finish condition.
+
+    Mutates `seq`: its cursor and detokenizer; and when the output ends before the last of `tokens`, it drops the
+    tokens past the end from seq.token_ids (plain decoding never runs those steps).
+    """
+    sp = seq.sampling
+    visible = []
+    reason = None
+    for i, t in enumerate(tokens):
+        try:
+            ok = seq.cursor is None or seq.cursor.advance(t)
+        except Exception as e:  # noqa: BLE001 - e.g. ConstraintTooComplexError on a lazily built state
+            return Verdict(reason="error", error=f"{type(e).__name__}: {e}")
+        if not ok:
+            return Verdict(reason="error", error=f"internal error: token {t} was sampled against the constraint")
+        if t in eos_token_ids and not sp.ignore_eos:
+            reason = "stop"
+        else:
+            visible.append(t)
+            seq.detokenizer.add((t,))
+            if seq.detokenizer.stopped:
+                reason = "stop"
+            elif seq.cursor is not None and seq.cursor.is_terminated():
+                reason = "stop"             # nothing but EOS can follow: plain decoding skips the EOS step
+        if reason is not None:
+            if i < len(tokens) - 1:
+                # A verified draft ended the output and the same forward produced tokens past the end (the
+                # bonus token after a drafted EOS, or the model's EOS). Plain decoding never runs those steps:
+                # drop them, so that usage and token ids match decoding without drafts exactly.
+                del seq.token_ids[len(seq.token_ids) - (len(tokens) - 1 - i):]
+                seq.num_computed_tokens = min(seq.num_computed_tokens, seq.num_tokens)
+            break
+    if reason is None and (seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= max_model_len):
+        reason = "length"
+    return Verdict(visible, reason)
+
+
+def build_output(seq: Sequence, tokens: list[int], finished: bool) -> GenerateOutput:
+    """One delta of `seq`: `tokens` and the text they complete, usage and timings as of now."""
+    now = time.perf_counter()
+    text = seq.detokenizer.delta(final=finished) if seq.detokenizer is not None else ""
+    return GenerateOutput(
+        request_id=seq.request_id, token_ids=list(tokens), text=text, finished=finished,
+        finish_reason=seq.finish_reason if finished else None, error=seq.error if finished else None,
+        usage=Usage(prompt_tokens=seq.prompt_len, cached_tokens=seq.num_cached_prompt_tokens,
+                    completion_tokens=seq.num_output_tokens, forced_tokens=seq.num_forced_tokens,
+                    draft_accepted_tokens=seq.num_draft_accepted),
+        timings=Timings(
+            queued_s=(seq.first_scheduled_time or now) - seq.arrival_time,
+            ttft_s=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
+            total_s=now - seq.arrival_time))
