@@ -1,5 +1,6 @@
 """Batched sampling: greedy, temperature, top-k, top-p, with per-request seeds that give the same token whatever
-else is in the batch; plus the speculative-decoding accept/reject rule.
+else is in the batch. (Drafts are verified by sampling each row with this sampler: structgen/engine/speculation/
+verify.py.)
 
 Randomness is counter-based: a row's uniform draw is a pure function of (seed, step, lane) computed by an integer
 hash in torch ops, so it does not depend on the batch, on the device, or on any generator state. Each row is then
@@ -137,57 +138,3 @@ def sample(logits: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
         pick = _inverse_cdf(probs, u[rows])  # (R,) rank in sorted order
         out[rows] = order.gather(1, pick[:, None]).squeeze(1)
     return out
-
-
-def speculative_accept(target_probs: torch.Tensor, draft_tokens: torch.Tensor,
-                       draft_probs: torch.Tensor | None, seeds: torch.Tensor, steps: torch.Tensor,
-                       greedy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The standard speculative-sampling rule, batched.
-
-    target_probs: (B, K+1, V) the target's distribution at each draft position plus the bonus position (after any
-    masking/temperature/top-p the request uses); draft_tokens: (B, K) int64; draft_probs: (B, K, V) the draft's
-    distributions, or None for deterministic drafts (n-gram, jump-forward: q is one-hot on the draft token);
-    seeds/steps: (B,) int64 for the noise (step = output position of the first draft token); greedy: (B,) bool.
-
-    Sampled rows accept draft i with probability min(1, p_i(x_i) / q_i(x_i)); at the first rejection the next token
-    is drawn from normalise(max(0, p_i - q_i)); if all K are accepted it is drawn from p_K. Greedy rows accept
-    while x_i == argmax p_i. Returns (num_accepted (B,) int64, next_token (B,) int64); the accepted tokens are
-    draft_tokens[:, :num_accepted] followed by next_token. Output distribution = the target's (Leviathan et al.).
-    """
-    b, k1, v = target_probs.shape
-    k = k1 - 1
-    if draft_tokens.shape != (b, k):
-        raise ValueError(f"draft_tokens must be ({b}, {k}), got {tuple(draft_tokens.shape)}")
-    if draft_probs is not None and draft_probs.shape != (b, k, v):
-        raise ValueError(f"draft_probs must be ({b}, {k}, {v}), got {tuple(draft_probs.shape)}")
-    p = target_probs.double()
-    lanes = torch.arange(2 * k1, device=p.device).view(1, 2 * k1)  # lane 2i: accept test, 2i+1: resample
-    u = uniform_noise(seeds, steps, lanes)  # (B, 2(K+1))
-    p_tok = p[:, :k].gather(2, draft_tokens.unsqueeze(-1)).squeeze(-1)  # (B, K)
-    if draft_probs is None:
-        q_tok = torch.ones_like(p_tok)
-    else:
-        q_tok = draft_probs.double().gather(2, draft_tokens.unsqueeze(-1)).squeeze(-1)
-    ok_sampled = u[:, 0:2 * k:2] * q_tok < p_tok  # u < p/q without dividing by q (q may be 0)
-    ok_greedy = p[:, :k].argmax(-1) == draft_tokens
-    ok = torch.where(greedy[:, None], ok_greedy, ok_sampled)  # (B, K)
-    # number of leading accepted drafts
-    num = torch.cumprod(ok.long(), dim=1).sum(dim=1) if k else torch.zeros(b, dtype=torch.long, device=p.device)
-    rows = torch.arange(b, device=p.device)
-    p_at = p[rows, num]  # (B, V) target distribution where we stop
-    residual = p_at.clone()
-    rejected = num < k
-    if bool(rejected.any()):
-        idx = num.clamp(max=max(k - 1, 0))
-        if draft_probs is None:
-            q_at = torch.zeros_like(p_at).scatter_(1, draft_tokens[rows, idx].unsqueeze(1), 1.0)
-        else:
-            q_at = draft_probs.double()[rows, idx]
-        residual = torch.where(rejected[:, None], (p_at - q_at).clamp_min(0.0), p_at)
-        # if p <= q everywhere (numerically), fall back to p itself
-        empty = residual.sum(-1) <= 0
-        residual = torch.where(empty[:, None], p_at, residual)
-    u_next = u.gather(1, (2 * num + 1).unsqueeze(1)).squeeze(1)
-    nxt = _inverse_cdf(residual, u_next)
-    nxt = torch.where(greedy, p_at.argmax(-1), nxt)
-    return num, nxt

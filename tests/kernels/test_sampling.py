@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from structgen.kernels.sampling import SamplingBatch, sample, speculative_accept, uniform_noise
+from structgen.kernels.sampling import SamplingBatch, sample, uniform_noise
 
 from sampling_stats import chi_square_z  # tests/kernels/sampling_stats.py (pytest puts this folder on sys.path)
 
@@ -116,44 +116,3 @@ def test_uniform_noise_is_uniform_and_keyed():
 
 # ---------------------------------------------------------------------------------------------------------------
 # speculative accept/reject
-
-
-def test_speculative_greedy_accepts_the_argmax_prefix():
-    p = torch.softmax(_logits(4, seed=8), -1).view(1, 4, V)  # K = 3 draft positions + bonus
-    best = p[0].argmax(-1)
-    drafts = torch.stack([best[0], best[1], (best[2] + 1) % V]).view(1, 3)
-    num, nxt = speculative_accept(p, drafts, None, torch.tensor([1]), torch.tensor([0]), torch.tensor([True]))
-    assert num.tolist() == [2] and nxt.tolist() == [int(best[2])]
-    num, nxt = speculative_accept(p, best[:3].view(1, 3), None, torch.tensor([1]), torch.tensor([0]),
-                                  torch.tensor([True]))
-    assert num.tolist() == [3] and nxt.tolist() == [int(best[3])]  # all accepted: the bonus token
-
-
-def test_speculative_sampling_keeps_the_target_distribution():
-    # One draft position drawn from q; after accept/reject the first emitted token must follow p exactly.
-    v = 6
-    p1 = torch.tensor([0.05, 0.4, 0.1, 0.25, 0.15, 0.05], dtype=torch.float64)
-    q1 = torch.tensor([0.3, 0.1, 0.3, 0.1, 0.1, 0.1], dtype=torch.float64)
-    n = 8000
-    seeds = torch.arange(n)
-    draws = torch.multinomial(q1.float(), n, replacement=True, generator=torch.Generator().manual_seed(0))
-    target = torch.stack([p1, torch.full((v,), 1 / v, dtype=torch.float64)]).expand(n, 2, v)
-    num, nxt = speculative_accept(target, draws.view(n, 1), q1.expand(n, 1, v), seeds, torch.zeros(n, dtype=torch.long),
-                                  torch.zeros(n, dtype=torch.bool))
-    first = torch.where(num >= 1, draws, nxt)
-    assert chi_square_z(torch.bincount(first, minlength=v), p1) < 3.7
-    assert chi_square_z(torch.bincount(draws, minlength=v), p1) > 3.7  # the drafts alone do not follow p
-    # acceptance rate = sum(min(p, q))
-    assert abs(float((num == 1).double().mean()) - float(torch.minimum(p1, q1).sum())) < 0.03
-
-
-def test_speculative_deterministic_drafts_keep_the_target_distribution():
-    v = 5
-    p1 = torch.tensor([0.1, 0.5, 0.2, 0.15, 0.05], dtype=torch.float64)
-    n = 6000
-    target = torch.stack([p1, torch.full((v,), 1 / v, dtype=torch.float64)]).expand(n, 2, v)
-    drafts = torch.full((n, 1), 1)  # always propose token 1 (q one-hot)
-    num, nxt = speculative_accept(target, drafts, None, torch.arange(n), torch.zeros(n, dtype=torch.long),
-                                  torch.zeros(n, dtype=torch.bool))
-    first = torch.where(num >= 1, drafts[:, 0], nxt)
-    assert chi_square_z(torch.bincount(first, minlength=v), p1) < 3.7
