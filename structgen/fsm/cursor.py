@@ -64,7 +64,7 @@ class Cursor:
     @property
     def num_words(self) -> int:
         """int32 words of one bitmask row of this constraint (ceil(vocab_size / 32))."""
-        return self._compiled.num_words
+        return self._index.vocab.num_words
 
     def copy(self) -> "Cursor":
         """An independent cursor at the same state with the same history."""
