@@ -65,11 +65,3 @@ def apply_token_bitmask_triton(logits: torch.Tensor, bitmask: torch.Tensor, bloc
     grid = (b, -(-v // block))
     bitmask_kernel()[grid](logits, bitmask, v, bitmask.shape[1], logits.stride(0), bitmask.stride(0), BLOCK=block)
     return logits
-
-
-def apply_token_bitmask_inplace(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
-    """Transitional: the name draft_model.py still imports while it is being moved; use
-    `structgen.kernels.dispatch` (removed once draft_model does)."""
-    from .dispatch import apply_token_bitmask_
-
-    return apply_token_bitmask_(logits, bitmask)

@@ -30,7 +30,7 @@ from typing import Sequence as Seq
 
 import torch
 
-from ...kernels.bitmask import apply_token_bitmask_inplace
+from ...kernels.dispatch import backends_for
 from ..block_manager import BlockManager
 from ..forward_batch import build_forward_batch
 from ..kv_cache import KVCache
@@ -249,7 +249,7 @@ class DraftModelProposer:
                 row.done = True
                 buf[j] = -1
         if constrained:
-            apply_token_bitmask_inplace(logits, self._masks.on_device(n))
+            backends_for(self.device).apply_token_bitmask(logits, self._masks.on_device(n))
         best, ids = logits.max(dim=-1)                                        # (n,), (n,)
         picks = ids.masked_fill(~torch.isfinite(best), -1).tolist()          # one host sync; -1 = none allowed
         for row, tok in zip(rows, picks):
