@@ -1,8 +1,8 @@
 """Fixtures shared across test folders.
 
 `real_server`: one real structgen server (the default model, the real engine) on a free loopback port, started
-on first use and shared by the whole session (tests/server/test_end_to_end.py, tests/test_client.py,
-tests/test_cli_extract.py, tests/test_schemas.py), so the model loads once. It requires the API key
+on first use and shared by the whole session (tests/server/test_end_to_end.py, tests/client/test_sync.py,
+tests/client/test_cli.py, tests/test_schemas.py), so the model loads once. It requires the API key
 `REAL_SERVER_KEY`; use the `client` fixture for an authenticated Client.
 """
 
