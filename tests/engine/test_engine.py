@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from pathlib import Path
 
@@ -16,10 +15,11 @@ from structgen.engine.config import EngineConfig
 from structgen.engine.async_engine import AsyncEngine
 from structgen.engine.engine import LLMEngine
 from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
+from structgen.bench.cases import default_data_dir
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(os.environ.get("STRUCTGEN_DATA_DIR") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
+DATA = default_data_dir()
 
 INSTRUCTION = (
     "You are a careful data-extraction assistant. Read the user's request and fill in the arguments of the "

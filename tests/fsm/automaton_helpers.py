@@ -4,7 +4,6 @@ Imported as a plain module (`from automaton_helpers import ...`), like token_fak
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -70,7 +69,6 @@ def random_walk(automaton, rng: random.Random, *, max_bytes: int = 400, stop_bia
 
 def data_dir() -> Path:
     """The shared test data (../shared/data from the repo root), overridable by STRUCTGEN_DATA_DIR."""
-    env = os.environ.get("STRUCTGEN_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    from structgen.bench.cases import default_data_dir
+
+    return default_data_dir()

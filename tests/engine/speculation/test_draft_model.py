@@ -12,9 +12,7 @@ requests that opt out in one batch.
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -28,8 +26,9 @@ from structgen.engine.model_config import ModelConfig
 from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
 from structgen.engine.sequence import Sequence, SequenceStatus
 from structgen.engine.weights import build_model
+from structgen.bench.cases import default_data_dir
 
-DATA = Path(os.environ.get("STRUCTGEN_DATA_DIR") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
+DATA = default_data_dir()
 INSTRUCTION = (
     "You are a careful data-extraction assistant. Read the user's request and fill in the arguments of the "
     "function described by the JSON Schema. Copy values from the request exactly when they appear there. "

@@ -9,9 +9,7 @@ cache; sampled outputs stay valid and seeded runs reproduce.
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -21,8 +19,9 @@ from structgen.engine.config import EngineConfig
 from structgen.engine.speculation.drafter import Drafter
 from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
 from structgen.engine.sequence import Sequence
+from structgen.bench.cases import default_data_dir
 
-DATA = Path(os.environ.get("STRUCTGEN_DATA_DIR") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
+DATA = default_data_dir()
 INSTRUCTION = (
     "You are a careful data-extraction assistant. Read the user's request and fill in the arguments of the "
     "function described by the JSON Schema. Copy values from the request exactly when they appear there. "
