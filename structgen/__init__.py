@@ -11,6 +11,7 @@ from .errors import (  # noqa: E402
     UnsupportedSchemaError,
 )
 from .tokenizer import Tokenizer, default_tokenizer  # noqa: E402
+from ._lazy import lazy_getattr  # noqa: E402
 
 
 # Typed errors of the SDK (structgen/client/errors.py), mapped from gRPC status codes.
@@ -18,21 +19,12 @@ _CLIENT_ERRORS = ("RemoteError", "InvalidRequest", "InvalidConstraint", "NotFoun
                   "DeadlineExceeded", "Unavailable", "Cancelled", "ServerError", "ExtractionError")
 
 
-def __getattr__(name):
-    # The compiler API lives in structgen.fsm; import it lazily so `import structgen` stays cheap.
-    if name in ("compile_json_schema", "compile_regex", "compile_choice", "CompiledConstraint"):
-        from . import fsm
-
-        return getattr(fsm, name)
-    if name in ("Client", "AsyncClient"):
-        from . import client
-
-        return getattr(client, name)
-    if name in _CLIENT_ERRORS:
-        from .client import errors
-
-        return getattr(errors, name)
-    raise AttributeError(f"module 'structgen' has no attribute {name!r}")
+# The compiler API (structgen.fsm) and the SDK (structgen.client) load on first use: `import structgen` stays cheap.
+__getattr__ = lazy_getattr(__name__, {
+    **{name: "fsm" for name in ("compile_json_schema", "compile_regex", "compile_choice", "CompiledConstraint")},
+    "Client": "client", "AsyncClient": "client",
+    **{name: "client.errors" for name in _CLIENT_ERRORS},
+})
 
 
 __all__ = [

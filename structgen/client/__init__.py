@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_getattr
 
 # name -> submodule. Imported on first use, so `structgen extract --help` (and the `structgen` command, which
 # reads every subcommand's flags) does not load grpc.
@@ -23,11 +23,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'structgen.client' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = ["Client", "AsyncClient", "Completion", "Delta", "Compiled", "ExtractResult", "Usage", "Timings",

@@ -6,7 +6,7 @@ Submodules are imported lazily so `import structgen.fsm` stays cheap and works b
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_getattr
 
 _EXPORTS = {
     "compile_json_schema": "api",
@@ -25,11 +25,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'structgen.fsm' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

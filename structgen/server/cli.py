@@ -3,7 +3,7 @@
 The flags come from the config dataclasses: one per EngineConfig and ServerConfig field, spelled `--field-name`
 unless the field's metadata names its `flag`, with the metadata's `help` and `choices`; a bool is `--x/--no-x`.
 Every flag defaults to "not given", so the dataclass default stays the only default, and a new knob is a new
-flag without an edit here (tests/server/test_cli.py checks both).
+flag without an edit here (tests/server/test_serve_cli.py checks both).
 """
 
 from __future__ import annotations
