@@ -62,15 +62,16 @@ class StructGenServicer:
     """
 
     def Generate(self, request, context):
-        """Generates one completion and returns it whole.
+        """Generates one completion (or `sampling.n` of them) and returns it whole.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GenerateStream(self, request, context):
-        """Generates one completion and streams it as text deltas; the last message carries the finish reason,
-        usage and timings. The deltas concatenated equal the text `Generate` would return.
+        """Generates one completion (or `sampling.n`, interleaved, each message naming its choice) and streams it as
+        text deltas; the last message of a choice carries its finish reason, usage and timings. The deltas of a
+        choice concatenated equal the text `Generate` would return for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
