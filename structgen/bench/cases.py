@@ -109,10 +109,12 @@ class ExtractionItem:
     schema: dict
     text: str
     expected: dict | None = None
+    acceptable: dict | None = None  # {top-level key: [accepted values]}; "" in a list: the key may be omitted
 
 
 def load_extraction(path: Path) -> list[ExtractionItem]:
-    """A folder of extraction/dev-style files ({schema, text, expected}) or a JSON Lines file of the same."""
+    """A folder of extraction/dev-style files ({schema, text, expected, acceptable}) or a JSON Lines file of the
+    same (expected and acceptable optional)."""
     path = Path(path)
     if path.is_dir():
         docs = [(p.stem, json.loads(p.read_text())) for p in sorted(path.glob("*.json"))]
@@ -124,7 +126,8 @@ def load_extraction(path: Path) -> list[ExtractionItem]:
     for name, doc in docs:
         if "schema" not in doc or "text" not in doc:
             raise ValueError(f"workload item {name} needs 'schema' and 'text' keys")
-        items.append(ExtractionItem(str(doc.get("id", name)), doc["schema"], doc["text"], doc.get("expected")))
+        items.append(ExtractionItem(str(doc.get("id", name)), doc["schema"], doc["text"], doc.get("expected"),
+                                    doc.get("acceptable")))
     if not items:
         raise ValueError(f"workload {path} holds no items")
     return items

@@ -1,4 +1,5 @@
-"""`structgen bench masks | coverage | serve | engine | speculative`: one command per benchmark, peers side by side.
+"""`structgen bench masks | coverage | serve | engine | speculative | extraction`: one command per benchmark,
+peers side by side.
 
 Each mode writes results.jsonl + summary.md (+ a PNG where it draws one) under --out and prints the tables.
 """
@@ -19,6 +20,9 @@ MODES = {
     "engine": ("structgen.bench.engine", "engine micro-benchmarks (decode step, masking overhead)"),
     "speculative": ("structgen.bench.speculative",
                     "plain decoding vs forced runs vs prompt lookup (vs a draft model): forwards per token, tok/s"),
+    "extraction": ("structgen.bench.extraction",
+                   "extraction quality through a server and the SDK's extract: valid values, finish reasons, "
+                   "exact match, per-field accuracy"),
 }
 
 
