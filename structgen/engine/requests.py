@@ -11,7 +11,10 @@ _KINDS = ("json_schema", "regex", "choice")
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens. temperature 0 = greedy; a seed makes sampling reproducible whatever the batch."""
+    """How to pick tokens. temperature 0 = greedy; a seed makes sampling reproducible whatever the batch.
+    Every default is neutral (plain greedy / sampling). The order the runner applies them in is written in
+    structgen/kernels/logits_processing.py: logit_bias -> repetition/frequency/presence -> DRY -> constraint mask ->
+    temperature -> min_p -> top-k/top-p -> the draw."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -20,8 +23,29 @@ class SamplingParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    # OpenAI: logit -= frequency_penalty * count + presence_penalty * (count > 0), over the OUTPUT tokens so far.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    # HF/vLLM: a token seen in prompt or output gets logit / p if positive, logit * p if not (1 = off).
+    repetition_penalty: float = 1.0
+    min_p: float = 0.0                  # drop tokens below min_p * the top token's probability (after temperature)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit); a dict is accepted
+    # DRY (llama.cpp): the token that would extend a repeat of the output's recent tail, n tokens long, found
+    # earlier IN THE OUTPUT (never the prompt: copying a prompt span is free), loses dry_multiplier *
+    # dry_base ** (n - dry_allowed_length) when n >= dry_allowed_length. dry_range: last tokens searched (0 = all).
+    dry_multiplier: float = 0.0         # 0 = off
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_range: int = 0
+    logprobs: bool = False              # return the chosen tokens' log-probabilities (GenerateOutput.logprobs)
+    top_logprobs: int = 0               # and that many most likely alternatives per token (0..20)
+    n: int = 1                          # completions per request (fanned out by the server; the engine ignores it)
 
     def __post_init__(self):
+        if isinstance(self.logit_bias, dict):
+            object.__setattr__(self, "logit_bias", tuple(sorted(self.logit_bias.items())))
+        elif isinstance(self.logit_bias, list):
+            object.__setattr__(self, "logit_bias", tuple(tuple(e) for e in self.logit_bias))
         if isinstance(self.stop, (list, str)):
             # Accept a list (or one string) for convenience; store a tuple so the object stays hashable.
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
@@ -39,6 +63,37 @@ class SamplingParams:
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 raise ValueError(f"stop strings must be non-empty strings, got {s!r}")
+        self._check_penalties()
+
+    def _check_penalties(self) -> None:
+        def number(name, lo, hi, lo_open=False):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or not (lo < v if lo_open else lo <= v) or not v <= hi:
+                raise ValueError(f"{name} must be a number in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
+
+        number("frequency_penalty", -2.0, 2.0)         # OpenAI's range
+        number("presence_penalty", -2.0, 2.0)
+        number("repetition_penalty", 0.0, 10.0, lo_open=True)
+        number("min_p", 0.0, 1.0)
+        number("dry_multiplier", 0.0, 10.0)
+        number("dry_base", 1.0, 8.0)
+        for name, lo, hi in (("dry_allowed_length", 1, 64), ("dry_range", 0, 1 << 20), ("top_logprobs", 0, 20),
+                             ("n", 1, 16)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if not isinstance(self.logprobs, bool):
+            raise ValueError(f"logprobs must be a bool, got {self.logprobs!r}")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=True")
+        for e in self.logit_bias:
+            if not (isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], int) and not isinstance(e[0], bool)
+                    and e[0] >= 0 and isinstance(e[1], (int, float)) and math.isfinite(e[1])
+                    and -100.0 <= e[1] <= 100.0):
+                raise ValueError(f"logit_bias entries must be (token id >= 0, bias in [-100, 100]), got {e!r}")
+        if len({t for t, _ in self.logit_bias}) != len(self.logit_bias):
+            raise ValueError("logit_bias names a token id twice")
 
     @property
     def greedy(self) -> bool:

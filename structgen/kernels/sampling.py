@@ -1,4 +1,4 @@
-"""Batched sampling: greedy, temperature, top-k, top-p, with per-request seeds that give the same token whatever
+"""Batched sampling: greedy, temperature, min-p, top-k, top-p, with per-request seeds that give the same token whatever
 else is in the batch. (Drafts are verified by sampling each row with this sampler: structgen/engine/speculation/
 verify.py.)
 
@@ -8,6 +8,10 @@ sampled by inverse CDF with its one uniform, over a row-local distribution:
 - rows without top-k/top-p: softmax(logits / T) in vocabulary order;
 - rows with top-k/top-p: the same, sorted by probability, truncated, renormalised.
 Every row takes the same path alone or in any batch, so `same seed -> same token` holds by construction.
+
+Order within a row (after the logits processing of logits_processing.py and the constraint mask): temperature ->
+min_p (drop tokens whose probability is below min_p * the top probability) -> top-k -> top-p -> the draw.
+Greedy rows take the argmax of the processed, masked logits; min_p/top-k/top-p never remove the argmax.
 """
 
 from __future__ import annotations
@@ -61,17 +65,34 @@ class SamplingBatch:
     """Per-row sampling parameters, all (B,) tensors on the logits' device.
 
     temperature: float32, 0 = greedy; top_k: int64, 0 = off; top_p: float32 in (0, 1], 1 = off;
-    seeds: int64; steps: int64, the row's output position (so every token of a request gets a fresh draw)."""
+    seeds: int64; steps: int64, the row's output position (so every token of a request gets a fresh draw);
+    min_p: float32 in [0, 1], 0 = off, or None when no row uses it."""
 
     temperature: torch.Tensor
     top_k: torch.Tensor
     top_p: torch.Tensor
     seeds: torch.Tensor
     steps: torch.Tensor
+    min_p: torch.Tensor | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.temperature.shape[0]
+
+    def select(self, rows) -> "SamplingBatch":
+        """The parameters of `rows` (a list or (R',) int64 tensor of row indices), in that order: sampling a
+        subset of a step's logits rows with `select` draws exactly what those rows draw in the full batch."""
+        idx = torch.as_tensor(rows, dtype=torch.int64, device=self.temperature.device)
+        return SamplingBatch(self.temperature[idx], self.top_k[idx], self.top_p[idx], self.seeds[idx],
+                             self.steps[idx], None if self.min_p is None else self.min_p[idx])
 
     @classmethod
-    def from_lists(cls, temperature, top_k, top_p, seeds, steps, device="cpu") -> "SamplingBatch":
+    def from_lists(cls, temperature, top_k, top_p, seeds, steps, device="cpu", min_p=None) -> "SamplingBatch":
         n = len(temperature)
+        if min_p is not None and len(min_p) != n:
+            raise ValueError("SamplingBatch.from_lists: every list needs one entry per row")
+        if min_p is not None and any(not 0 <= m <= 1 for m in min_p):
+            raise ValueError("min_p must be in [0, 1]")
         if not (len(top_k) == len(top_p) == len(seeds) == len(steps) == n):
             raise ValueError("SamplingBatch.from_lists: every list needs one entry per row")
         if any(t < 0 for t in temperature):
@@ -86,6 +107,8 @@ class SamplingBatch:
             top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
             seeds=torch.tensor([s & ((1 << 63) - 1) for s in seeds], dtype=torch.int64, device=device),
             steps=torch.tensor(steps, dtype=torch.int64, device=device),
+            min_p=torch.tensor(min_p, dtype=torch.float32, device=device) if min_p is not None and any(min_p)
+            else None,
         )
 
 
@@ -117,6 +140,11 @@ def sample(logits: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
     if not bool(rand.any()):
         return out
     u = uniform_noise(params.seeds, params.steps)  # (B,)
+    if params.min_p is not None and bool((rand & (params.min_p > 0)).any()):
+        # p_t < min_p * p_max  <=>  l_t / T < l_max / T + log(min_p)  <=>  l_t < l_max + T * log(min_p); a new tensor
+        # (the caller's logits stay as they were). min_p = 0 gives -inf: nothing dropped.
+        cut = logits.max(dim=-1).values + params.temperature * torch.log(params.min_p)  # (B,)
+        logits = logits.masked_fill(rand[:, None] & (logits < cut[:, None]), float("-inf"))
     filt = rand & ((params.top_k > 0) | (params.top_p < 1))
     plain = rand & ~filt
     if bool(plain.any()):

@@ -1,0 +1,226 @@
+"""Logits processing before the constraint mask: logit_bias, repetition / frequency / presence penalties and DRY,
+batched over a step's logits rows.
+
+The whole pipeline of a row, in order (this module does steps 1-3, the runner's bitmask step 4, sampling.py 5-7):
+    1. logit_bias                 logits[t] += bias[t]
+    2. repetition_penalty (HF/vLLM, over prompt + output): a seen token's logit l becomes l / p if l > 0 else l * p;
+       then frequency / presence (OpenAI, over the output): logits[t] -= freq * count[t] + pres * (count[t] > 0)
+    3. DRY (llama.cpp's "Don't Repeat Yourself", over the output only): see `dry_penalty_lengths`
+    4. the constraint mask        (runner: kernels.dispatch apply_token_bitmask)
+    5. temperature                logits / T
+    6. min_p, then top-k / top-p  (sampling.sample)
+    7. the draw                   (sampling.sample: counter-based, batch independent)
+
+"Output" for a row that verifies draft position j means the committed output followed by drafts[:j]: if the draft
+is accepted those tokens are the output, so the row is processed exactly as plain decoding would process it.
+
+Every feature is one (R, V) pass, run only when some row of the step uses it; a step where no row uses any feature
+builds nothing (`LogitsProcessing.build` returns None). Rows that do not use a feature get neutral values (bias 0,
+penalty 1 / 0, DRY multiplier 0), which leave their logits bit-identical.
+
+`reference_process_row` is the plain per-row implementation the tests compare against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+# DRY match lengths are counted up to this many tokens. Beyond it the penalty is multiplier * base^(cap - allowed):
+# with the default base 1.75 and allowed length 2 that is ~1e7, a ban, so a longer match changes nothing but cost.
+DRY_MAX_MATCH = 32
+_DRY_CHUNK = 8                          # match positions compared per pass (early exit when no match goes on)
+
+
+@dataclass(frozen=True)
+class RowHistory:
+    """What one logits row's processing reads: its request's parameters (anything with SamplingParams' fields)
+    and token histories. prompt: the prompt's ids; output: the output ids before this row's position (committed
+    output + the drafts before this row)."""
+
+    params: object
+    prompt: Sequence[int]
+    output: Sequence[int]
+
+
+def _uses_penalties(p) -> bool:
+    return p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 or p.repetition_penalty != 1.0
+
+
+def row_needs_processing(p) -> bool:
+    """Whether a request's parameters use any step of this module (cheap: the runner skips building otherwise)."""
+    return bool(p.logit_bias) or _uses_penalties(p) or p.dry_multiplier != 0.0
+
+
+def row_needs_history(p) -> bool:
+    """Whether the row's token histories are read (logit_bias alone does not need them)."""
+    return _uses_penalties(p) or p.dry_multiplier != 0.0
+
+
+def _flat(rows_tokens: list[tuple[int, Sequence[int]]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(row, token ids)] -> (row index (T,), token id (T,)) int64 on `device`."""
+    rows = [r for r, toks in rows_tokens for _ in range(len(toks))]
+    toks = [t for _, ts in rows_tokens for t in ts]
+    return (torch.tensor(rows, dtype=torch.int64, device=device),
+            torch.tensor(toks, dtype=torch.int64, device=device))
+
+
+@dataclass(frozen=True)
+class LogitsProcessing:
+    """One step's processing, every tensor on the logits' device; None fields are features no row uses.
+
+    bias: (rows (E,), tokens (E,)) int64 and values (E,) float32 -- sparse logit_bias entries.
+    freq, pres, rep: (R,) float32 (neutral 0, 0, 1); out_rows/out_tokens: (T,) int64 (row, token) of every output
+    token of rows with freq/pres/rep; seen_rows/seen_tokens: (S,) int64, the same over prompt + output, rows with rep.
+    dry_mult, dry_base: (R,) float32; dry_allowed: (R,) int64; dry_ctx: (R, L) int64 output ids right-aligned, -1
+    before a row's start; dry_len: (R,) int64 the real length of each row's context."""
+
+    num_rows: int
+    bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    freq: torch.Tensor | None = None
+    pres: torch.Tensor | None = None
+    out_rows: torch.Tensor | None = None
+    out_tokens: torch.Tensor | None = None
+    rep: torch.Tensor | None = None
+    seen_rows: torch.Tensor | None = None
+    seen_tokens: torch.Tensor | None = None
+    dry_mult: torch.Tensor | None = None
+    dry_base: torch.Tensor | None = None
+    dry_allowed: torch.Tensor | None = None
+    dry_ctx: torch.Tensor | None = None
+    dry_len: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, rows: Sequence[RowHistory | None], device="cpu") -> "LogitsProcessing | None":
+        """One entry per logits row; None (or parameters that use nothing) = a row left alone. Returns None when no
+        row uses anything, so the default path builds and runs nothing."""
+        used = [r is not None and row_needs_processing(r.params) for r in rows]
+        if not any(used):
+            return None
+        n = len(rows)
+        fields: dict = {}
+        bias = [(i, t, b) for i, r in enumerate(rows) if used[i] for t, b in r.params.logit_bias]
+        if bias:
+            fields["bias"] = (torch.tensor([e[0] for e in bias], dtype=torch.int64, device=device),
+                              torch.tensor([e[1] for e in bias], dtype=torch.int64, device=device),
+                              torch.tensor([e[2] for e in bias], dtype=torch.float32, device=device))
+        openai = [i for i in range(n) if used[i] and (rows[i].params.frequency_penalty != 0.0
+                                                      or rows[i].params.presence_penalty != 0.0)]
+        if openai:
+            fields["freq"] = torch.tensor([rows[i].params.frequency_penalty if used[i] else 0.0 for i in range(n)],
+                                          dtype=torch.float32, device=device)
+            fields["pres"] = torch.tensor([rows[i].params.presence_penalty if used[i] else 0.0 for i in range(n)],
+                                          dtype=torch.float32, device=device)
+            fields["out_rows"], fields["out_tokens"] = _flat([(i, rows[i].output) for i in openai], device)
+        rep = [i for i in range(n) if used[i] and rows[i].params.repetition_penalty != 1.0]
+        if rep:
+            fields["rep"] = torch.tensor([rows[i].params.repetition_penalty if used[i] else 1.0 for i in range(n)],
+                                         dtype=torch.float32, device=device)
+            fields["seen_rows"], fields["seen_tokens"] = _flat(
+                [(i, list(rows[i].prompt) + list(rows[i].output)) for i in rep], device)
+        dry = [i for i in range(n) if used[i] and rows[i].params.dry_multiplier != 0.0]
+        if dry:
+            ctxs = [[] for _ in range(n)]
+            for i in dry:
+                p, out = rows[i].params, rows[i].output
+                ctxs[i] = list(out[-p.dry_range:]) if p.dry_range else list(out)
+            width = max(2, max(len(c) for c in ctxs))
+            fields["dry_ctx"] = torch.tensor([[-1] * (width - len(c)) + c for c in ctxs], dtype=torch.int64,
+                                             device=device)
+            fields["dry_len"] = torch.tensor([len(c) for c in ctxs], dtype=torch.int64, device=device)
+            fields["dry_mult"] = torch.tensor([rows[i].params.dry_multiplier if i in dry else 0.0 for i in range(n)],
+                                              dtype=torch.float32, device=device)
+            fields["dry_base"] = torch.tensor([rows[i].params.dry_base if i in dry else 1.0 for i in range(n)],
+                                              dtype=torch.float32, device=device)
+            fields["dry_allowed"] = torch.tensor(
+                [rows[i].params.dry_allowed_length if i in dry else 1 for i in range(n)], dtype=torch.int64,
+                device=device)
+        return cls(num_rows=n, **fields)
+
+    def apply_(self, logits: torch.Tensor) -> torch.Tensor:
+        """Steps 1-3 on logits (R, V) float32, in place (and returned). -inf entries stay -inf."""
+        if logits.dim() != 2 or logits.shape[0] != self.num_rows:
+            raise ValueError(f"logits must be ({self.num_rows}, V), got {tuple(logits.shape)}")
+        r, v = logits.shape
+        if self.bias is not None:
+            rows, toks, vals = self.bias
+            logits.index_put_((rows, toks), vals, accumulate=True)
+        if self.rep is not None:
+            seen = torch.zeros(r, v, dtype=torch.bool, device=logits.device)
+            seen[self.seen_rows, self.seen_tokens] = True
+            p = self.rep[:, None]  # (R, 1)
+            scaled = torch.where(logits > 0, logits / p, logits * p)
+            logits.copy_(torch.where(seen, scaled, logits))
+        if self.freq is not None:
+            counts = torch.zeros(r, v, dtype=torch.float32, device=logits.device)
+            counts.index_put_((self.out_rows, self.out_tokens),
+                              torch.ones_like(self.out_tokens, dtype=torch.float32), accumulate=True)
+            logits -= self.freq[:, None] * counts + self.pres[:, None] * (counts > 0).float()
+        if self.dry_ctx is not None:
+            length = dry_penalty_lengths(self.dry_ctx, self.dry_len, v)  # (R, V) int64
+            expo = (length - self.dry_allowed[:, None]).clamp(min=0).float()
+            penalty = self.dry_mult[:, None] * torch.pow(self.dry_base[:, None], expo)
+            logits -= torch.where(length >= self.dry_allowed[:, None], penalty, torch.zeros_like(penalty))
+        return logits
+
+
+def dry_penalty_lengths(ctx: torch.Tensor, lengths: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """DRY match lengths: (R, V) int64, entry t = the longest n (capped at DRY_MAX_MATCH) such that the context's
+    last n tokens also occur earlier in the context, ending just before an occurrence of t. 0 = no match.
+
+    ctx: (R, L) int64, each row's tokens right-aligned (the last column is the most recent token), -1 before the
+    row's first token; lengths: (R,) int64, the real tokens per row. The earlier occurrence may overlap the tail.
+    """
+    r, width = ctx.shape
+    k_max = DRY_MAX_MATCH
+    pad = torch.full((r, k_max), -1, dtype=ctx.dtype, device=ctx.device)
+    ctxp = torch.cat([pad, ctx], dim=1)  # (R, K + L)
+    tail = ctx.flip(-1)  # (R, L): tail[:, k] = the k-th most recent token
+    if width < k_max:
+        tail = torch.cat([tail, pad[:, :k_max - width]], dim=1)
+    ends = width - 1  # candidate end positions i in [0, L-2]: the token after them is ctx[i + 1]
+    start = (width - lengths)[:, None]  # (R, 1) column of each row's first real token
+    pos = torch.arange(ends, device=ctx.device)[None, :]  # (1, L-1)
+    room = (pos - start + 1).clamp(min=0)  # (R, L-1): a match cannot reach before the row's start
+    match = torch.zeros(r, ends, dtype=torch.int64, device=ctx.device)
+    alive = room > 0
+    for k0 in range(0, k_max, _DRY_CHUNK):
+        for k in range(k0, k0 + _DRY_CHUNK):
+            # ctx[i - k] for every end i (ctxp is shifted by K) against the k-th most recent token
+            earlier = ctxp[:, k_max + 0 - k: k_max + ends - k]  # (R, L-1)
+            alive = alive & (earlier == tail[:, k:k + 1]) & (room > k)
+            match += alive.long()
+        if not bool(alive.any()):
+            break
+    nxt = ctx[:, 1:].clamp(min=0)  # (R, L-1) the token following each end (pads only where match is 0)
+    out = torch.zeros(r, vocab_size, dtype=torch.int64, device=ctx.device)
+    return out.scatter_reduce_(1, nxt, match, reduce="amax")
+
+
+def reference_process_row(logits: torch.Tensor, params, prompt: Sequence[int], output: Sequence[int]) -> torch.Tensor:
+    """Steps 1-3 for one row, written plainly (per token loops): logits (V,) float32 -> a new (V,) tensor."""
+    x = logits.clone()
+    for t, b in params.logit_bias:
+        x[t] += b
+    if params.repetition_penalty != 1.0:
+        p = params.repetition_penalty
+        for t in set(prompt) | set(output):
+            x[t] = x[t] / p if x[t] > 0 else x[t] * p
+    if params.frequency_penalty != 0.0 or params.presence_penalty != 0.0:
+        for t in set(output):
+            x[t] -= params.frequency_penalty * list(output).count(t) + params.presence_penalty
+    if params.dry_multiplier != 0.0:
+        ctx = list(output[-params.dry_range:]) if params.dry_range else list(output)
+        best: dict[int, int] = {}
+        for i in range(len(ctx) - 1):  # an earlier occurrence ending at i, followed by ctx[i + 1]
+            n = 0
+            while n < min(i + 1, DRY_MAX_MATCH) and ctx[i - n] == ctx[len(ctx) - 1 - n]:
+                n += 1
+            best[ctx[i + 1]] = max(best.get(ctx[i + 1], 0), n)
+        for t, n in best.items():
+            if n >= params.dry_allowed_length:
+                x[t] -= params.dry_multiplier * math.pow(params.dry_base, n - params.dry_allowed_length)
+    return x

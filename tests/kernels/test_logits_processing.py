@@ -1,0 +1,135 @@
+"""Logits processing (structgen/kernels/logits_processing.py): the batched pass equals the per-row reference on
+random inputs, each feature does what its definition says, and a step that uses nothing builds nothing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from structgen.engine.requests import SamplingParams
+from structgen.kernels.logits_processing import (DRY_MAX_MATCH, LogitsProcessing, RowHistory, dry_penalty_lengths,
+                                                 reference_process_row)
+
+V = 40
+
+
+def _random_params(rng: random.Random) -> SamplingParams:
+    """Each feature on for about half the rows, with random values in range."""
+    kw = {}
+    if rng.random() < 0.5:
+        kw["logit_bias"] = {rng.randrange(V): rng.uniform(-100, 100) for _ in range(rng.randrange(1, 4))}
+    if rng.random() < 0.5:
+        kw["frequency_penalty"] = rng.uniform(-2, 2)
+    if rng.random() < 0.5:
+        kw["presence_penalty"] = rng.uniform(-2, 2)
+    if rng.random() < 0.5:
+        kw["repetition_penalty"] = rng.uniform(0.5, 2.0)
+    if rng.random() < 0.5:
+        kw.update(dry_multiplier=rng.uniform(0.1, 2), dry_base=rng.uniform(1.0, 2.5),
+                  dry_allowed_length=rng.randrange(1, 4), dry_range=rng.choice([0, 0, 5, 30]))
+    return SamplingParams(**kw)
+
+
+def _repetitive(rng: random.Random, n: int) -> list[int]:
+    """Token lists with loops in them (so DRY finds long matches) over a small alphabet."""
+    out: list[int] = []
+    while len(out) < n:
+        if out and rng.random() < 0.5:
+            start = rng.randrange(len(out))
+            out.extend(out[start:start + rng.randrange(1, 12)])
+        else:
+            out.append(rng.randrange(V // 2))
+    return out[:n]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_equals_the_per_row_reference(seed):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(12):
+        if rng.random() < 0.15:
+            rows.append(None)
+            continue
+        rows.append(RowHistory(_random_params(rng), _repetitive(rng, rng.randrange(1, 30)),
+                               _repetitive(rng, rng.randrange(0, 80))))
+    logits = torch.randn(len(rows), V, generator=torch.Generator().manual_seed(seed)) * 3
+    logits[:, ::7] = float("-inf")  # masked-looking entries stay -inf
+    proc = LogitsProcessing.build(rows)
+    got = proc.apply_(logits.clone()) if proc is not None else logits.clone()
+    for i, r in enumerate(rows):
+        want = logits[i] if r is None else reference_process_row(logits[i], r.params, r.prompt, r.output)
+        torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-4, msg=f"row {i}: {r}")
+
+
+def test_nothing_used_builds_nothing_and_neutral_rows_stay_bit_identical():
+    plain = RowHistory(SamplingParams(), [1, 2], [3, 3, 3])
+    assert LogitsProcessing.build([plain, None, plain]) is None
+    logits = torch.randn(3, V)
+    proc = LogitsProcessing.build([plain, RowHistory(SamplingParams(frequency_penalty=1.0, repetition_penalty=1.3,
+                                                                    dry_multiplier=1.0, logit_bias={4: 5.0}),
+                                                     [1, 2], [3, 4, 3, 4, 3]), None])
+    out = proc.apply_(logits.clone())
+    assert torch.equal(out[0], logits[0]) and torch.equal(out[2], logits[2])
+    assert not torch.equal(out[1], logits[1])
+
+
+def test_openai_penalties_count_the_output_only():
+    p = SamplingParams(frequency_penalty=0.5, presence_penalty=0.25)
+    logits = torch.zeros(1, V)
+    out = LogitsProcessing.build([RowHistory(p, [7, 7, 7], [5, 5, 6])]).apply_(logits)
+    assert out[0, 5] == pytest.approx(-(0.5 * 2 + 0.25)) and out[0, 6] == pytest.approx(-0.75)
+    assert out[0, 7] == 0  # a prompt token is not penalized by OpenAI's penalties
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_over_prompt_and_output():
+    p = SamplingParams(repetition_penalty=2.0)
+    logits = torch.zeros(1, V)
+    logits[0, 1], logits[0, 2], logits[0, 3] = 4.0, -4.0, 4.0
+    out = LogitsProcessing.build([RowHistory(p, [1], [2])]).apply_(logits)
+    assert out[0, 1] == 2.0 and out[0, 2] == -8.0 and out[0, 3] == 4.0
+
+
+def test_logit_bias_adds():
+    out = LogitsProcessing.build([RowHistory(SamplingParams(logit_bias={3: -100.0, 9: 2.5}), (), ())]).apply_(
+        torch.ones(1, V))
+    assert out[0, 3] == -99.0 and out[0, 9] == 3.5 and out[0, 0] == 1.0
+
+
+def test_dry_penalizes_the_token_that_extends_a_repeat_of_the_output_tail():
+    # output: a b c d a b c  -> the tail "a b c" (3 tokens) occurred before, followed by d: d gets base^(3-2)
+    a, b, c, d = 10, 11, 12, 13
+    p = SamplingParams(dry_multiplier=0.8, dry_base=2.0, dry_allowed_length=2)
+    out = LogitsProcessing.build([RowHistory(p, (), [a, b, c, d, a, b, c])]).apply_(torch.zeros(1, V))
+    assert out[0, d] == pytest.approx(-0.8 * 2.0)
+    assert int((out[0] != 0).sum()) == 1
+    # a match shorter than the allowed length is free
+    p3 = SamplingParams(dry_multiplier=0.8, dry_base=2.0, dry_allowed_length=4)
+    assert LogitsProcessing.build([RowHistory(p3, (), [a, b, c, d, a, b, c])]) \
+        .apply_(torch.zeros(1, V)).abs().sum() == 0
+
+
+def test_dry_never_counts_the_prompt():
+    """Copying a prompt span is free: the same span in the prompt does not make the output a repeat."""
+    span = [20, 21, 22, 23, 24, 25]
+    p = SamplingParams(dry_multiplier=1.0, dry_allowed_length=2)
+    out = LogitsProcessing.build([RowHistory(p, span + [1, 2] + span, span[:4])]).apply_(torch.zeros(1, V))
+    assert out.abs().sum() == 0
+    # ... while the same span repeated inside the output is penalized
+    out = LogitsProcessing.build([RowHistory(p, span, span + span[:4])]).apply_(torch.zeros(1, V))
+    assert out[0, 24] < 0
+
+
+def test_dry_range_limits_the_search_and_long_matches_are_capped():
+    loop = list(range(5)) * 20  # a long loop: the tail matches DRY_MAX_MATCH tokens and more
+    lengths = dry_penalty_lengths(torch.tensor([loop]), torch.tensor([len(loop)]), V)
+    assert int(lengths[0, 0]) == DRY_MAX_MATCH
+    p = SamplingParams(dry_multiplier=1.0, dry_range=4)  # the last 4 tokens hold no repeat
+    assert LogitsProcessing.build([RowHistory(p, (), loop)]).apply_(torch.zeros(1, V)).abs().sum() == 0
+
+
+def test_wrong_row_count_is_a_value_error():
+    proc = LogitsProcessing.build([RowHistory(SamplingParams(logit_bias={1: 1.0}), (), ())])
+    with pytest.raises(ValueError):
+        proc.apply_(torch.zeros(2, V))
