@@ -97,7 +97,8 @@ def test_a_row_with_nothing_allowed_is_a_value_error():
         sample(logits, SamplingBatch.from_lists([1.0, 1.0], [0, 0], [1.0, 1.0], [1, 2], [0, 0]))
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=[-1.0]), dict(top_k=[-2]), dict(top_p=[0.0]), dict(seeds=[])])
+@pytest.mark.parametrize("bad", [dict(temperature=[-1.0]), dict(top_k=[-2]), dict(top_p=[0.0]), dict(seeds=[]),
+                                 dict(min_p=[1.5]), dict(min_p=[0.1, 0.2])])
 def test_bad_parameters_are_value_errors(bad):
     args = dict(temperature=[1.0], top_k=[0], top_p=[1.0], seeds=[1], steps=[0]) | bad
     with pytest.raises(ValueError):
@@ -112,6 +113,34 @@ def test_uniform_noise_is_uniform_and_keyed():
     assert chi_square_z(counts, torch.ones(20)) < 3.7
     assert not torch.equal(u, uniform_noise(seeds, torch.ones_like(seeds)))  # step changes the draw
     assert torch.equal(u[5:6], uniform_noise(seeds[5:6], torch.zeros(1, dtype=torch.int64)))  # batch-independent
+
+
+def test_min_p_keeps_the_tokens_within_a_factor_of_the_top_one_after_temperature():
+    logits = _logits(1, seed=11)[0]
+    n = 3000
+    for t, m in [(1.0, 0.1), (0.5, 0.1), (2.0, 0.3)]:
+        probs = torch.softmax(logits / t, 0)
+        allowed = set((probs >= m * probs.max()).nonzero().view(-1).tolist())
+        params = SamplingBatch.from_lists([t] * n, [0] * n, [1.0] * n, list(range(n)), [0] * n, min_p=[m] * n)
+        got = set(sample(logits.expand(n, V).clone(), params).tolist())
+        assert got == allowed, (t, m)
+
+
+def test_min_p_rows_are_reproducible_in_any_batch_and_leave_the_logits_alone():
+    logits = _logits(6, seed=12)
+    before = logits.clone()
+    full = SamplingBatch.from_lists([1.0, 0.0, 0.8, 1.2, 1.0, 0.7], [0, 0, 5, 0, 0, 0], [1.0, 1.0, 1.0, 0.9, 1.0, 1.0],
+                                    [1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5], min_p=[0.05, 0.2, 0.0, 0.1, 0.0, 0.3])
+    got = sample(logits, full)
+    assert torch.equal(logits, before)
+    for rows in ([2], [5, 0], [3, 1, 4]):
+        assert torch.equal(sample(logits[rows], full.select(rows)), got[rows])
+
+
+def test_select_without_min_p():
+    params = SamplingBatch.from_lists([1.0, 0.5], [0, 3], [1.0, 0.5], [9, 8], [0, 0])
+    sub = params.select([1])
+    assert params.min_p is None and sub.min_p is None and sub.num_rows == 1 and int(sub.seeds[0]) == 8
 
 
 # ---------------------------------------------------------------------------------------------------------------
