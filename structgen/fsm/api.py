@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ConstraintError, ConstraintTooComplexError, InvalidSchemaError
 from . import bitmask
 from .automaton import ByteAutomaton, LiteralSetAutomaton
+from .budget import TokenBounds
 from .cache import MEMORY, default_cache, make_key
 from .cursor import Cursor
 from .index import DEAD, MAX_STATES_LIMIT, TokenIndex
@@ -48,6 +49,7 @@ class CompiledConstraint:
         self._empty_mask.flags.writeable = False
         self._forced: dict[int, list[int]] = {}
         self._forced_lock = threading.Lock()
+        self._bounds: TokenBounds | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -91,6 +93,17 @@ class CompiledConstraint:
     def forced_tokens(self, state: int) -> list[int]:
         """The tokens that are the only legal continuation from `state` (a fresh list; see Cursor.forced_tokens)."""
         return self._forced_tokens(state)
+
+    @property
+    def bounds(self) -> TokenBounds:
+        """Per-state bounds on the tokens still needed to finish (built lazily, shared, thread-safe)."""
+        b = self._bounds
+        if b is None:
+            with self._forced_lock:
+                if self._bounds is None:
+                    self._bounds = TokenBounds(self._index)
+                b = self._bounds
+        return b
 
     def cursor(self) -> Cursor:
         """A fresh per-request cursor at the initial state."""

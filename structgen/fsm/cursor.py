@@ -6,12 +6,15 @@ time (not thread-safe itself); the CompiledConstraint behind it is shared and th
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from . import bitmask
 from .index import DEAD, TokenIndex
+
+if TYPE_CHECKING:
+    from .budget import TokenBounds
 
 # The state after EOS was accepted: nothing more is allowed.
 ENDED = -2
@@ -33,6 +36,9 @@ class CursorSource(Protocol):
     def empty_mask(self) -> np.ndarray: ...
 
     def forced_tokens(self, state: int) -> list[int]: ...
+
+    @property
+    def bounds(self) -> TokenBounds: ...
 
 
 class Cursor:
@@ -170,6 +176,45 @@ class Cursor:
     def admitted(self, tokens) -> int:
         """How many leading tokens of `tokens` the constraint admits from here (stopping after EOS); no change."""
         return self.fill_along(tokens)
+
+    # ---- the budget: tokens still needed to finish (structgen/fsm/budget.py) ------------------------------
+
+    def min_tokens_to_finish(self) -> int:
+        """A safe and consistent bound on the tokens needed from here to a final state (0 when final or after
+        EOS): that many always suffice, and from a non-final state with bound b some allowed token leads to a
+        state with bound <= b - 1. Cached per state (the first visit of a state may take a few ms, and may
+        raise ConstraintTooComplexError past the compile limits). EOS is not counted."""
+        s = self._state
+        if s == ENDED:
+            return 0
+        return self._compiled.bounds.bound(s)
+
+    def token_fits(self, token_id: int, budget: int) -> bool:
+        """Whether `token_id` may be emitted with `budget` tokens left (this one included): budget >= 1, the
+        token is allowed, and 1 + the bound after it <= budget (EOS: iff the state is final). No change."""
+        if budget < 1 or self._state == ENDED:
+            return False
+        token_id = int(token_id)
+        if token_id in self._eos:
+            return self._index.is_final(self._state)
+        nxt = self._index.next_state(self._state, token_id)
+        if nxt == DEAD:
+            return False
+        return 1 + self._compiled.bounds.bound(nxt) <= budget
+
+    def fill_bitmask_within(self, row, budget: int) -> bool:
+        """Write into `row` ((num_words,) int32 numpy array or torch tensor row) the current mask restricted to
+        the tokens that fit `budget` (as token_fits); True iff that removed any allowed token. No change.
+
+        Non-empty whenever min_tokens_to_finish() <= budget and budget >= 1. The first call in a state walks
+        every allowed token (tens of ms on a 49k vocabulary in a string); after that, one comparison + pack."""
+        full = self.mask()
+        if self._state == ENDED:
+            bitmask.copy_row(row, full)
+            return False
+        within = self._compiled.bounds.mask_within(self._state, int(budget))
+        bitmask.copy_row(row, within)
+        return not np.array_equal(within, full)
 
     def rollback(self, n: int) -> None:
         """Undo the last `n` advances (n may be 0). ValueError if fewer than `n` were made."""

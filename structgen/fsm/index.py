@@ -139,6 +139,38 @@ class TokenIndex:
             s = int(self._table[s, b])
         return bytes(out), s
 
+    def successors(self, state: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every token allowed in `state` (EOS excluded) and the state it leads to: ((n,) int32 ids, (n,) int32
+        states), in no particular order. Walks the whole trie once (like a mask build; not cached here)."""
+        with self._growing():
+            self._materialize(state)
+            ids, states = [], []
+            trie = self._trie
+            if trie.depth:
+                self._walk_sparse(trie, self._table[state][trie.byte[0]], ids, states)
+        if not ids:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
+        return np.concatenate(ids).astype(np.int32), np.concatenate(states)
+
+    def byte_row(self, state: int) -> np.ndarray:
+        """The (256,) int32 next state per byte of `state` (DEAD = rejected), materialized on first need.
+        A view into the table: read it before anything else grows the index."""
+        self._ensure_materialized(state)
+        return self._table[state]
+
+    def automaton_state(self, state: int):
+        """The automaton's own state object behind state number `state`."""
+        return self._states[state]
+
+    def growing(self, deadline: float | None = None):
+        """Hold the index's lock and time budget (timeout_s from now unless nested) for work that grows it or
+        its companions (see structgen/fsm/budget.py); raises nothing itself, see check_deadline."""
+        return self._growing(deadline)
+
+    def check_deadline(self) -> None:
+        """ConstraintTooComplexError once the current growth step has run past its time budget."""
+        self._check_deadline()
+
     # ---- growth (under the lock) -------------------------------------------------------------------------
 
     def build_initial(self, deadline: float) -> None:
@@ -277,15 +309,19 @@ class TokenIndex:
         if ids:
             allowed.append(np.asarray(ids, dtype=np.int32))
 
-    def _walk_sparse(self, trie, first: np.ndarray, allowed: list) -> None:
-        """Only the live nodes, level by level (structural states: a few first bytes)."""
+    def _walk_sparse(self, trie, first: np.ndarray, allowed: list, ends_at: list | None = None) -> None:
+        """Only the live nodes, level by level (structural states: a few first bytes). With `ends_at`, the
+        state each allowed token ends in goes there (one array per array appended to `allowed`)."""
         nodes = np.flatnonzero(first >= 0)  # (n,) live level-1 nodes
         cur = first[nodes]  # (n,) their states
         level = 0
         while nodes.size:
             ends = trie.end_start[level]
             if trie.end_ids[level].size:
-                allowed.append(trie.end_ids[level][expand_ranges(ends[nodes], ends[nodes + 1])])
+                lo, hi = ends[nodes], ends[nodes + 1]  # (n,) each live node's range of ending tokens
+                allowed.append(trie.end_ids[level][expand_ranges(lo, hi)])
+                if ends_at is not None:
+                    ends_at.append(np.repeat(cur, hi - lo).astype(np.int32))
             if level + 1 == trie.depth:
                 break
             starts = trie.child_start[level]

@@ -181,6 +181,29 @@ class Vocabulary:
     def max_token_len(self) -> int:
         return int(self.walk_bytes.shape[0])
 
+    @functools.cached_property
+    def token_ids_by_bytes(self) -> dict[bytes, int]:
+        """The walk tokens by their bytes (the smallest id where several tokens share bytes)."""
+        out: dict[bytes, int] = {}
+        for i in sorted(self.walk_ids.tolist(), reverse=True):
+            out[self.token_bytes[i]] = i
+        return out
+
+    @functools.cached_property
+    def byte_token_ids(self) -> np.ndarray:
+        """(256,) int32: the token that is exactly byte b, or -1. Where every byte a constraint's shortest
+        completions use has one, byte counts bound token counts (structgen/fsm/budget.py); byte-level BPE
+        vocabularies have nearly all (SmolLM2 lacks 17 bytes: 6 control bytes, 0xF1, 0xF2 and invalid UTF-8)."""
+        out = np.full(256, -1, dtype=np.int32)
+        for data, i in self.token_ids_by_bytes.items():
+            if len(data) == 1:
+                out[data[0]] = i
+        missing = int(np.count_nonzero(out < 0))
+        if missing:
+            log.debug("vocabulary %s: %d of 256 bytes have no single-byte token", self.fingerprint[:12], missing)
+        out.flags.writeable = False
+        return out
+
     @classmethod
     def from_token_bytes(cls, token_bytes: Sequence[bytes], eos_token_ids: Sequence[int], fingerprint: str,
                          vocab_size: int | None = None, special_token_ids: Sequence[int] = ()) -> "Vocabulary":

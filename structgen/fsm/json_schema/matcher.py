@@ -8,8 +8,15 @@ them; each state's transitions are computed once and memoized.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+
 from ...errors import ConstraintTooComplexError
 from .nodes import GOTO, POP, PUSH, Node
+
+# Most frames one shortest-completion search may settle (a number with a huge `minimum` is the costly case).
+MAX_EXIT_SEARCH = 200_000
+_INF = float("inf")
 
 
 class SchemaAutomaton:
@@ -21,6 +28,9 @@ class SchemaAutomaton:
         self._moves: dict = {}
         self._local: dict = {}
         self._transitions: dict = {}
+        self._exit: dict = {}  # frame -> fewest bytes until it pops (memo of _exit_cost)
+        self._cont_exit: dict = {}  # continuation stack -> fewest bytes until all of it pops
+        self._exiting: set = set()  # frames whose _exit_cost is being computed (recursion guard)
         configs: set = set()
         final = self._closure(root.entry(), None, configs)
         self._initial = (frozenset(configs), final)
@@ -100,6 +110,78 @@ class SchemaAutomaton:
                 st = merged[key] = (frozenset(cs), fin)
             out[b] = st
         return out
+
+    def min_bytes_to_final(self, state) -> int:
+        """The fewest bytes that take `state` to a final state (0 if it is final).
+
+        NOTE: a configuration's frames complete one after another and independently of each other, so its
+        distance is the leaf's shortest way out plus each continuation frame's, each memoized per frame; a
+        state (a set of configurations) is as close as its closest configuration."""
+        if state[1]:
+            return 0
+        best = _INF
+        for frame, cont in state[0]:
+            best = min(best, self._exit_cost(frame) + self._cont_cost(cont))
+        if best == _INF:
+            raise ValueError("state has no way to a final state (automaton invariant broken)")
+        return int(best)
+
+    def _cont_cost(self, cont) -> float:
+        if cont is None:
+            return 0
+        hit = self._cont_exit.get(cont)
+        if hit is None:
+            hit = self._cont_exit[cont] = self._exit_cost(cont[0]) + self._cont_cost(cont[1])
+        return hit
+
+    def _exit_cost(self, frame) -> float:
+        """Fewest bytes from `frame` until it pops (inf if it never can): Dijkstra over the frames of its own
+        level (a byte costs 1, GOTO 0, a PUSH the child's own exit cost, computed recursively)."""
+        hit = self._exit.get(frame)
+        if hit is not None:
+            return hit
+        if frame in self._exiting:
+            # NOTE: recursion through $ref is unrolled, so a frame never needs itself; a cycle only means this
+            # path is not the shortest.
+            return _INF
+        self._exiting.add(frame)
+        try:
+            best = self._search_exit(frame)
+        finally:
+            self._exiting.discard(frame)
+        self._exit[frame] = best
+        return best
+
+    def _search_exit(self, start) -> float:
+        tie = itertools.count()
+        heap = [(0, next(tie), start)]
+        settled: set = set()
+        while heap:
+            d, _, f = heapq.heappop(heap)
+            if f is None:
+                return d  # the pop marker: nothing left in the heap is closer
+            if f in settled:
+                continue
+            settled.add(f)
+            if len(settled) > MAX_EXIT_SEARCH:
+                raise ConstraintTooComplexError("frames searched for the shortest completion", MAX_EXIT_SEARCH)
+            for act in f[0].epsilon(f):
+                kind = act[0]
+                if kind == POP:
+                    heapq.heappush(heap, (d, next(tie), None))
+                elif kind == GOTO:
+                    if act[1] not in settled:
+                        heapq.heappush(heap, (d, next(tie), act[1]))
+                elif kind == PUSH:
+                    c = self._exit_cost(act[1])
+                    if c != _INF and act[2] not in settled:
+                        heapq.heappush(heap, (d + c, next(tie), act[2]))
+            seen_next = set()
+            for nxt in self._frame_moves(f).values():
+                if nxt not in settled and nxt not in seen_next:
+                    seen_next.add(nxt)
+                    heapq.heappush(heap, (d + 1, next(tie), nxt))
+        return _INF
 
     # ------------------------------------------------------------------------------------- internals
     def _frame_moves(self, frame) -> dict:

@@ -1,0 +1,308 @@
+"""How many tokens a state still needs to reach a final state: the bound that budget-aware closing rests on.
+
+`TokenBounds(index).bound(state)` is SAFE (that many tokens always suffice: it is the length of a real token
+path to a final state) and CONSISTENT (from a non-final state with bound b some allowed token leads to a state
+with bound <= b - 1), so an engine that only samples tokens t with 1 + bound(after t) <= budget always ends in
+a final state inside its budget.
+
+How it is computed, per state, memoized (states are numbered by the TokenIndex; all work runs under its lock and
+time budget, so a search that runs too long is a ConstraintTooComplexError like a mask build):
+
+1. byte distance d(s): the fewest bytes to a final state. From the automaton when it knows it
+   (`min_bytes_to_final`: the JSON Schema automaton's per-frame shortest ways out), else by a shortest-path
+   search over the byte table that stops at states whose distance is already known.
+2. the canonical shortest completion w(s): from s, the smallest byte that keeps the distance falling by one
+   (bytes that are single-byte tokens first). Stepping along it, w(s after b) = w(s)[1:] by construction.
+3. greedy token count g(s): the longest token that is a prefix of w(s), then g of the state after it. Because
+   w is suffix-closed, g(s after that token) = g(s) - 1 (consistency) and g(s) <= d(s). It fails only where
+   w(s) starts with a byte no token spells on its own or in a longer prefix (vocabularies without byte
+   tokens: SmolLM2 lacks a few control bytes and the lead bytes 0xF1/0xF2, see `Vocabulary.byte_token_ids`).
+4. where g fails, bound(s) is a shortest-path search over token transitions that stops at final states and at
+   states whose bound is known or whose g succeeds (their bound added): exact for that definition, so still
+   safe and consistent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from ..errors import ConstraintError, ConstraintTooComplexError
+from . import bitmask
+from .index import DEAD, TokenIndex
+
+# Most states one search (byte or token level) may settle before ConstraintTooComplexError.
+MAX_SEARCH_STATES = 50_000
+# States whose (ids, bounds) of every allowed token stay cached (up to ~400 KB each on a 49k vocabulary).
+SUCCESSOR_CACHE_SIZE = 256
+_MISSING = object()
+
+
+class TokenBounds:
+    """Token bounds of one TokenIndex (shared by every cursor of its constraint; thread-safe)."""
+
+    def __init__(self, index: TokenIndex):
+        self._index = index
+        self._vocab = index.vocab
+        native = getattr(index.automaton, "min_bytes_to_final", None)
+        self._native = native if callable(native) else None
+        self._spell = self._vocab.byte_token_ids  # (256,) int32: the single-byte token of each byte, or -1
+        self._by_bytes = self._vocab.token_ids_by_bytes
+        self._max_len = self._vocab.max_token_len
+        self._dist: dict[int, int] = {}  # state -> byte distance
+        self._next: dict[int, int] = {}  # non-final state -> the canonical next byte
+        self._greedy: dict[int, int | None] = {}  # state -> g(s), None where greedy spelling fails
+        self._bound: dict[int, int] = {}
+        self._within: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._within_lock = threading.Lock()
+
+    # ---- queries -----------------------------------------------------------------------------------------
+
+    def bound(self, state: int) -> int:
+        """Tokens that always suffice from `state` to a final state (0 iff final). Cached per state."""
+        b = self._bound.get(state)
+        if b is None:
+            with self._index.growing():
+                b = self._bound_of(state)
+        return b
+
+    def byte_distance(self, state: int) -> int:
+        """The fewest bytes from `state` to a final state (0 iff final)."""
+        d = self._dist.get(state)
+        if d is None:
+            with self._index.growing():
+                d = self._distance(state)
+        return d
+
+    def completion(self, state: int) -> bytes:
+        """The canonical shortest completion w(state) (what the bound is counted along)."""
+        out = bytearray()
+        with self._index.growing():
+            s = state
+            while not self._index.is_final(s):
+                b = self._next_byte(s)
+                out.append(b)
+                s = int(self._index.byte_row(s)[b])
+        return bytes(out)
+
+    def successor_bounds(self, state: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every token allowed in `state` (EOS excluded) sorted by the bound of the state it leads to:
+        ((n,) int32 ids, (n,) int32 bounds, non-decreasing). Cached for the last SUCCESSOR_CACHE_SIZE states."""
+        with self._within_lock:
+            hit = self._within.get(state)
+            if hit is not None:
+                self._within.move_to_end(state)
+                return hit
+        with self._index.growing():
+            ids, states = self._index.successors(state)
+            uniq, inverse = np.unique(states, return_inverse=True)
+            per = np.fromiter((self._bound_of(int(u)) for u in uniq.tolist()), dtype=np.int32, count=uniq.size)
+            bounds = per[inverse.reshape(-1)]  # (n,)
+            order = np.argsort(bounds, kind="stable")
+            out = (ids[order], bounds[order])
+        for a in out:
+            a.flags.writeable = False
+        with self._within_lock:
+            self._within[state] = out
+            while len(self._within) > SUCCESSOR_CACHE_SIZE:
+                self._within.popitem(last=False)
+        return out
+
+    def mask_within(self, state: int, budget: int) -> np.ndarray:
+        """The (num_words,) int32 mask of tokens that fit `budget` in `state` (EOS: iff final and budget >= 1)."""
+        v = self._vocab
+        if budget < 1:
+            return np.zeros(v.num_words, dtype=bitmask.DTYPE)
+        ids, bounds = self.successor_bounds(state)
+        if not bounds.size or int(bounds[-1]) <= budget - 1:
+            return self._index.mask(state)  # everything fits
+        keep = ids[: int(np.searchsorted(bounds, budget - 1, side="right"))]
+        if self._index.is_final(state) and v.eos_token_ids.size:
+            keep = np.concatenate([keep, v.eos_token_ids])
+        return bitmask.pack(keep, v.vocab_size)
+
+    # ---- byte level --------------------------------------------------------------------------------------
+
+    def _distance(self, s: int) -> int:
+        d = self._dist.get(s)
+        if d is not None:
+            return d
+        if self._index.is_final(s):
+            d = 0
+        elif self._native is not None:
+            d = int(self._native(self._index.automaton_state(s)))
+        else:
+            return self._search_bytes(s)
+        self._dist[s] = d
+        return d
+
+    def _search_bytes(self, start: int) -> int:
+        """Shortest byte path from `start` to a final state or a state of known distance; every state on the
+        path found gets its (exact) distance."""
+        index = self._index
+        tie = itertools.count()
+        heap = [(0, next(tie), start, False)]
+        best = {start: 0}
+        parent: dict[int, int] = {}
+        settled: set[int] = set()
+        while heap:
+            d, _, s, done = heapq.heappop(heap)
+            if done:
+                total, node, k = d, s, best[s]
+                while True:
+                    self._dist.setdefault(node, total - k)
+                    if node == start:
+                        return total
+                    node = parent[node]
+                    k = best[node]
+            if s in settled:
+                continue
+            settled.add(s)
+            if len(settled) > MAX_SEARCH_STATES:
+                raise ConstraintTooComplexError("states searched for the shortest completion", MAX_SEARCH_STATES)
+            if len(settled) % 256 == 0:
+                index.check_deadline()
+            known = 0 if index.is_final(s) else self._dist.get(s)
+            if known is not None:
+                heapq.heappush(heap, (d + known, next(tie), s, True))
+                continue
+            for t in set(index.byte_row(s).tolist()):
+                if t != DEAD and t not in settled and d + 1 < best.get(t, d + 2):
+                    best[t], parent[t] = d + 1, s
+                    heapq.heappush(heap, (d + 1, next(tie), t, False))
+        raise ValueError(f"state {start} has no way to a final state (automaton invariant broken)")
+
+    def _next_byte(self, s: int) -> int:
+        """The canonical next byte of non-final `s`: the smallest byte whose successor is one byte closer,
+        preferring bytes that are single-byte tokens."""
+        b = self._next.get(s)
+        if b is not None:
+            return b
+        want = self._distance(s) - 1
+        row = self._index.byte_row(s).tolist()
+        dist_of: dict[int, int] = {}
+        fallback = -1
+        for b, t in enumerate(row):
+            if t == DEAD:
+                continue
+            d = dist_of.get(t)
+            if d is None:
+                d = dist_of[t] = self._distance(t)
+            if d == want:
+                if self._spell[b] >= 0:
+                    fallback = b
+                    break
+                if fallback < 0:
+                    fallback = b
+        if fallback < 0:
+            raise ValueError(f"state {s}: no byte moves closer to a final state (automaton invariant broken)")
+        self._next[s] = fallback
+        return fallback
+
+    # ---- token level -------------------------------------------------------------------------------------
+
+    def _first_token(self, s: int) -> tuple[int, int] | None:
+        """The longest token that is a prefix of w(s), and the state after it (None: no token starts w(s))."""
+        index = self._index
+        limit = min(self._max_len, self._distance(s))
+        data = bytearray()
+        states = [s]
+        x = s
+        for _ in range(limit):
+            b = self._next_byte(x)
+            data.append(b)
+            x = int(index.byte_row(x)[b])
+            states.append(x)
+        by_bytes = self._by_bytes
+        for k in range(len(data), 0, -1):
+            tid = by_bytes.get(bytes(data[:k]))
+            if tid is not None:
+                return tid, states[k]
+        return None
+
+    def _greedy_count(self, s: int) -> int | None:
+        chain = []
+        x = s
+        while True:
+            if self._index.is_final(x):
+                val = 0
+                break
+            hit = self._greedy.get(x, _MISSING)
+            if hit is not _MISSING:
+                val = hit
+                break
+            first = self._first_token(x)
+            if first is None:
+                self._greedy[x] = val = None
+                break
+            chain.append(x)
+            x = first[1]
+        for node in reversed(chain):
+            val = None if val is None else val + 1
+            self._greedy[node] = val
+        return val  # chain[0] is s
+
+    def _bound_of(self, s: int) -> int:
+        b = self._bound.get(s)
+        if b is not None:
+            return b
+        if self._index.is_final(s):
+            b = 0
+        else:
+            b = self._greedy_count(s)
+            if b is None:
+                return self._search_tokens(s)
+        self._bound[s] = b
+        return b
+
+    def _terminal(self, s: int) -> int | None:
+        """The bound of `s` where it is known without a token search (final, cached, or greedy spelling)."""
+        if self._index.is_final(s):
+            return 0
+        b = self._bound.get(s)
+        if b is not None:
+            return b
+        g = self._greedy_count(s)
+        if g is not None:
+            self._bound[s] = g
+        return g
+
+    def _search_tokens(self, start: int) -> int:
+        """bound(start) where greedy spelling fails: shortest token path to a state whose bound is known
+        without a search (its bound added); every state on the path found gets its bound."""
+        index = self._index
+        tie = itertools.count()
+        heap = [(0, next(tie), start, False)]
+        best = {start: 0}
+        parent: dict[int, int] = {}
+        settled: set[int] = set()
+        while heap:
+            d, _, s, done = heapq.heappop(heap)
+            if done:
+                total, node = d, s
+                while True:
+                    self._bound.setdefault(node, total - best[node])
+                    if node == start:
+                        return total
+                    node = parent[node]
+            if s in settled:
+                continue
+            settled.add(s)
+            if len(settled) > MAX_SEARCH_STATES:
+                raise ConstraintTooComplexError("states searched for the fewest tokens to finish", MAX_SEARCH_STATES)
+            index.check_deadline()
+            known = self._terminal(s) if s != start else (0 if index.is_final(s) else None)
+            if known is not None:
+                heapq.heappush(heap, (d + known, next(tie), s, True))
+                continue
+            _, states = index.successors(s)
+            for t in np.unique(states).tolist():
+                if t not in settled and d + 1 < best.get(t, d + 2):
+                    best[t], parent[t] = d + 1, s
+                    heapq.heappush(heap, (d + 1, next(tie), t, False))
+        raise ConstraintError("no token path to a final state from here: the tokenizer cannot spell any "
+                              "completion of the constraint")
