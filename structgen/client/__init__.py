@@ -19,7 +19,7 @@ from .._lazy import lazy_getattr
 _EXPORTS = {
     "Client": "sync", "AsyncClient": "aio", "ExtractResult": "batch", "RemoteError": "errors",
     "Completion": "wire", "Delta": "wire", "Compiled": "wire", "Usage": "wire", "Timings": "wire",
-    "build_request": "wire",
+    "build_request": "wire", "Choice": "wire", "TokenLogprob": "wire", "BudgetClosedWarning": "errors",
 }
 
 
@@ -27,4 +27,4 @@ __getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = ["Client", "AsyncClient", "Completion", "Delta", "Compiled", "ExtractResult", "Usage", "Timings",
-           "RemoteError", "build_request"]
+           "RemoteError", "build_request", "Choice", "TokenLogprob", "BudgetClosedWarning"]

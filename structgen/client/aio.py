@@ -13,7 +13,7 @@ from . import batch, wire
 from .base import BaseClient
 from .batch import ExtractResult
 from .errors import from_rpc_error
-from .extraction import ExtractionTask
+from .extraction import Extracted, ExtractionTask
 from .wire import Compiled, Completion, Delta
 
 
@@ -45,11 +45,11 @@ class AsyncClient(BaseClient):
     async def stream(self, prompt: str | None = None, *, timeout: float | None = None,
                      **kwargs) -> AsyncIterator[Delta]:
         """As Client.stream; closing the iterator early cancels the request on the server."""
-        call = self._method(wire.GENERATE_STREAM)(wire.build_request(prompt, **kwargs), metadata=self._metadata,
-                                                   timeout=self._deadline(timeout))
+        request = wire.build_request(prompt, **kwargs)
+        call = self._method(wire.GENERATE_STREAM)(request, metadata=self._metadata, timeout=self._deadline(timeout))
         try:
             async for r in call:
-                yield wire.delta(r)
+                yield wire.delta(r, request.sampling.logprobs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         finally:
@@ -67,15 +67,17 @@ class AsyncClient(BaseClient):
         return await self._unary(wire.health_call(service), timeout)
 
     async def extract(self, text: str, schema, instructions: str | None = None, *, max_tokens: int | None = None,
-                      timeout: float | None = None):
-        return await self._extract(ExtractionTask.of(schema, instructions), text, max_tokens, timeout)
+                      timeout: float | None = None, **sampling):
+        """As Client.extract (a BudgetClosedWarning when the token budget closed the value)."""
+        extracted = await self._extract(ExtractionTask.of(schema, instructions), text, max_tokens, sampling, timeout)
+        return batch.single_value(extracted)
 
-    async def _extract(self, task: ExtractionTask, text: str, max_tokens, timeout):
-        return await self._unary(wire.extract_call(task, text, max_tokens), self._deadline(timeout))
+    async def _extract(self, task: ExtractionTask, text: str, max_tokens, sampling, timeout) -> Extracted:
+        return await self._unary(wire.extract_call(task, text, max_tokens, **sampling), self._deadline(timeout))
 
     async def extract_many(self, texts: Iterable[str], schema, *, concurrency: int = 16, progress: bool = True,
                            instructions: str | None = None, max_tokens: int | None = None, retries: int = 5,
-                           timeout: float | None = None) -> AsyncIterator[ExtractResult]:
+                           timeout: float | None = None, **sampling) -> AsyncIterator[ExtractResult]:
         """As Client.extract_many, as an async iterator (results in input order)."""
         batch.check_concurrency(concurrency)
         task = ExtractionTask.of(schema, instructions)
@@ -87,7 +89,8 @@ class AsyncClient(BaseClient):
                 attempt = 0
                 while True:
                     try:
-                        return ExtractResult(i, value=await self._extract(task, texts[i], max_tokens, timeout))
+                        extracted = await self._extract(task, texts[i], max_tokens, sampling, timeout)
+                        return ExtractResult.of(i, extracted)
                     except Exception as e:  # per-item: report it (or retry it), keep the batch going
                         delay = batch.retry_delay(e, attempt, retries)
                         if delay is None:

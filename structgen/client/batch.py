@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import random
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Overloaded, Unavailable
+from .errors import BudgetClosedWarning, Overloaded, Unavailable
+from .extraction import Extracted
 
 # Transient refusals (shutting down / queue full): retried with exponential backoff + jitter.
 RETRYABLE = (Unavailable, Overloaded)
@@ -17,15 +19,30 @@ RETRYABLE = (Unavailable, Overloaded)
 
 @dataclass(frozen=True)
 class ExtractResult:
-    """One item of `extract_many`: `value` when it worked, `error` (an exception) when it did not."""
+    """One item of `extract_many`: `value` when it worked, `error` (an exception) when it did not.
+    `closed_by_budget`: the value is valid, but the token budget closed it (see BudgetClosedWarning)."""
 
     index: int
     value: Any = None
     error: Exception | None = None
+    closed_by_budget: bool = False
+
+    @classmethod
+    def of(cls, index: int, extracted: Extracted) -> "ExtractResult":
+        return cls(index, value=extracted.value, closed_by_budget=extracted.closed_by_budget)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def single_value(extracted: Extracted, stacklevel: int = 3):
+    """What `extract` returns: the value; a BudgetClosedWarning first when the budget closed it."""
+    if extracted.closed_by_budget:
+        warnings.warn("the token budget closed this extraction (finish reason 'budget'): the value is valid, but "
+                      "the model was cut short; raise max_tokens for the full value", BudgetClosedWarning,
+                      stacklevel=stacklevel)
+    return extracted.value
 
 
 def check_concurrency(concurrency: int):

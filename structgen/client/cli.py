@@ -5,7 +5,9 @@
     structgen extract --local --schema schemas/receipt.json scans/*.txt     # a server in this process, for this run
 
 Each input that works prints one line: its extracted value as compact JSON, in input order. An input that
-fails prints nothing on stdout and one line on stderr naming it; the exit code is 1 if any failed.
+fails prints nothing on stdout and one line on stderr naming it; the exit code is 1 if any failed. A value the
+token budget closed (finish reason "budget": valid, but cut short) is printed like any other, with a warning on
+stderr naming the input; it does not change the exit code.
 `--local` starts a real server in-process on a free loopback port and asks it through the same `Client`, so
 both modes take one request path.
 """
@@ -39,6 +41,49 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="default", help="--local: 'default' or a model folder / GGUF file")
     p.add_argument("--device", default="auto", help="--local: auto | cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    s = p.add_argument_group("sampling (default: greedy, no penalties)")
+    for flag, kind, text in SAMPLING_FLAGS:
+        s.add_argument(flag, type=kind, default=None, help=text)
+    s.add_argument("--logit-bias", action="append", default=None, metavar="TOKEN_ID=BIAS",
+                   help="add BIAS (in [-100, 100]) to a token's logit; repeat for several tokens")
+
+
+# (flag, type, help); dest = the SDK keyword argument of the same name (the engine's SamplingParams field).
+SAMPLING_FLAGS = (
+    ("--temperature", float, "sampling temperature (0 = greedy, the default)"),
+    ("--top-p", float, "nucleus sampling mass in (0, 1]"),
+    ("--top-k", int, "keep only the k most likely tokens (0 = no limit)"),
+    ("--seed", int, "seed for reproducible sampling"),
+    ("--frequency-penalty", float, "OpenAI frequency penalty in [-2, 2], over the output"),
+    ("--presence-penalty", float, "OpenAI presence penalty in [-2, 2], over the output"),
+    ("--repetition-penalty", float, "HF/vLLM repetition penalty > 0 over prompt + output (1 = off)"),
+    ("--min-p", float, "min-p in [0, 1] (0 = off)"),
+    ("--dry-multiplier", float, "DRY repetition guard strength (0 = off); never penalizes copying the document"),
+    ("--dry-base", float, "DRY: penalty growth per repeated token, > 1 (default 1.75)"),
+    ("--dry-allowed-length", int, "DRY: repeats this long are free (default 2)"),
+    ("--dry-range", int, "DRY: output tokens searched for repeats (0 = all, the default)"),
+)
+
+
+def sampling_options(args) -> dict:
+    """The SDK sampling keyword arguments the user gave (flags left out keep the server's defaults)."""
+    options = {}
+    for flag, _, _ in SAMPLING_FLAGS:
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    if args.logit_bias:
+        bias = {}
+        for item in args.logit_bias:
+            token, sep, value = item.partition("=")
+            try:
+                bias[int(token)] = float(value)
+            except ValueError:
+                raise ValueError(f"--logit-bias takes TOKEN_ID=BIAS (e.g. 198=-5), got {item!r}") from None
+            if not sep:
+                raise ValueError(f"--logit-bias takes TOKEN_ID=BIAS (e.g. 198=-5), got {item!r}")
+        options["logit_bias"] = bias
+    return options
 
 
 def _read_inputs(names: list[str]) -> list[tuple[str, str | None, str | None]]:
@@ -80,9 +125,10 @@ def _extract(target: str, api_key: str | None, args, task, texts: list[str]) -> 
     from .sync import Client
 
     with Client(target, api_key=api_key, timeout=args.timeout) as client:
-        return [(r.value, r.error) for r in client.extract_many(
+        return [(r.value, r.error, r.closed_by_budget) for r in client.extract_many(
             texts, task.model or task.schema, concurrency=args.concurrency, progress=not args.no_progress,
-            instructions=task.instructions, max_tokens=args.max_tokens, timeout=args.timeout)]
+            instructions=task.instructions, max_tokens=args.max_tokens, timeout=args.timeout,
+            **sampling_options(args))]
 
 
 def schema_problem(schema, error: "jsonschema.SchemaError") -> str:
@@ -120,6 +166,11 @@ def run(args) -> int:
         print("structgen extract: --max-tokens must be >= 1", file=sys.stderr)
         return 2
     try:
+        sampling_options(args)
+    except ValueError as e:
+        print(f"structgen extract: {e}", file=sys.stderr)
+        return 2
+    try:
         schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
         task = ExtractionTask.of(schema, args.instructions)
     except (OSError, json.JSONDecodeError, TypeError) as e:
@@ -140,11 +191,14 @@ def run(args) -> int:
     by_index = {i: r for (i, _), r in zip(readable, results)}
     failed = 0
     for i, (name, _, read_error) in enumerate(inputs):
-        value, error = by_index.get(i, (None, read_error))
+        value, error, closed_by_budget = by_index.get(i, (None, read_error, False))
         if error is not None:
             failed += 1
             print(f"structgen extract: {name}: {error}", file=sys.stderr)
             continue
+        if closed_by_budget:
+            print(f"structgen extract: {name}: warning: the token budget closed this value (finish reason "
+                  f"'budget'); it is valid but may be cut short: raise --max-tokens", file=sys.stderr)
         if hasattr(value, "model_dump"):
             value = value.model_dump(mode="json")
         print(json.dumps(value, ensure_ascii=False, separators=(",", ":")), flush=True)

@@ -70,6 +70,12 @@ class ServerError(RemoteError):
     """Any other status (INTERNAL, UNKNOWN, ...): a server-side failure."""
 
 
+class BudgetClosedWarning(UserWarning):
+    """`extract` returned a value that the token budget closed (finish reason "budget"): valid against the
+    schema, but the model was cut short, so strings or lists may be shorter than the document's. Raise
+    `max_tokens`, or turn it into an error with `warnings.simplefilter("error", BudgetClosedWarning)`."""
+
+
 class ExtractionError(StructgenError, ValueError):
     """The server answered, but the output is not a usable value (e.g. cut off by max_tokens)."""
 

@@ -25,6 +25,16 @@ DEFAULT_EXTRACT_MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True)
+class Extracted:
+    """One extraction's answer: the validated value, and whether the token budget closed it (finish reason
+    "budget": the server ended the JSON early so that it is complete and valid; fields may be shorter or fewer
+    than the document holds)."""
+
+    value: Any
+    closed_by_budget: bool = False
+
+
+@dataclass(frozen=True)
 class ExtractionTask:
     """One schema, ready to prompt with and to validate against. Build with `ExtractionTask.of(schema)`."""
 

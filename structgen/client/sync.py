@@ -21,7 +21,7 @@ from . import batch, wire
 from .base import BaseClient
 from .batch import ExtractResult
 from .errors import from_rpc_error
-from .extraction import ExtractionTask
+from .extraction import Extracted, ExtractionTask
 from .wire import Compiled, Completion, Delta
 
 
@@ -47,17 +47,20 @@ class Client(BaseClient):
         return call.parse(response)
 
     def generate(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Completion:
-        """One completion. kwargs: messages, system, json_schema | regex | choices | compiled_id, max_tokens,
-        temperature, top_p, top_k, seed, stop, request_id (see `wire.build_request`)."""
+        """One completion (`.choices` holds all `n`). kwargs: messages, system, json_schema | regex | choices |
+        compiled_id, max_tokens, temperature, top_p, top_k, seed, stop, request_id, speculation, and the sampling
+        parameters frequency_penalty, presence_penalty, repetition_penalty, min_p, logit_bias, dry_multiplier,
+        dry_base, dry_allowed_length, dry_range, logprobs, top_logprobs, n (see `wire.build_request`)."""
         return self._unary(wire.generate_call(prompt, **kwargs), self._deadline(timeout))
 
     def stream(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Iterator[Delta]:
-        """Text deltas as they are generated; closing the iterator early cancels the request on the server."""
-        call = self._method(wire.GENERATE_STREAM)(wire.build_request(prompt, **kwargs), metadata=self._metadata,
-                                                   timeout=self._deadline(timeout))
+        """Text deltas as they are generated (with n > 1, of every choice interleaved: `Delta.index`); closing
+        the iterator early cancels the request on the server."""
+        request = wire.build_request(prompt, **kwargs)
+        call = self._method(wire.GENERATE_STREAM)(request, metadata=self._metadata, timeout=self._deadline(timeout))
         try:
             for r in call:
-                yield wire.delta(r)
+                yield wire.delta(r, request.sampling.logprobs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         finally:
@@ -77,20 +80,26 @@ class Client(BaseClient):
         return self._unary(wire.health_call(service), timeout)
 
     def extract(self, text: str, schema, instructions: str | None = None, *, max_tokens: int | None = None,
-                timeout: float | None = None):
+                timeout: float | None = None, **sampling):
         """Extract `schema` (pydantic model class or JSON Schema dict) from `text`: a validated model
-        instance, or the JSON value for a dict schema."""
-        return self._extract(ExtractionTask.of(schema, instructions), text, max_tokens, timeout)
+        instance, or the JSON value for a dict schema. `sampling`: the names of `wire.EXTRACT_SAMPLING`
+        (temperature, seed, frequency_penalty, repetition_penalty, dry_multiplier, ...).
 
-    def _extract(self, task: ExtractionTask, text: str, max_tokens, timeout):
-        return self._unary(wire.extract_call(task, text, max_tokens), self._deadline(timeout))
+        A value the token budget closed (finish reason "budget") is returned after a BudgetClosedWarning.
+        """
+        extracted = self._extract(ExtractionTask.of(schema, instructions), text, max_tokens, sampling, timeout)
+        return batch.single_value(extracted)
+
+    def _extract(self, task: ExtractionTask, text: str, max_tokens, sampling, timeout) -> Extracted:
+        return self._unary(wire.extract_call(task, text, max_tokens, **sampling), self._deadline(timeout))
 
     def extract_many(self, texts: Iterable[str], schema, *, concurrency: int = 16, progress: bool = True,
                      instructions: str | None = None, max_tokens: int | None = None, retries: int = 5,
-                     timeout: float | None = None) -> Iterator[ExtractResult]:
+                     timeout: float | None = None, **sampling) -> Iterator[ExtractResult]:
         """Extract from many documents, `concurrency` at a time; yields one ExtractResult per text, in input
         order. A failed item is reported in its result and never stops the batch; UNAVAILABLE and
-        RESOURCE_EXHAUSTED are retried up to `retries` times with backoff."""
+        RESOURCE_EXHAUSTED are retried up to `retries` times with backoff. A value the token budget closed is
+        a result with `closed_by_budget` set (no warning). `sampling` as for `extract`."""
         batch.check_concurrency(concurrency)
         task = ExtractionTask.of(schema, instructions)
         texts = list(texts)
@@ -99,7 +108,7 @@ class Client(BaseClient):
             attempt = 0
             while True:
                 try:
-                    return ExtractResult(i, value=self._extract(task, texts[i], max_tokens, timeout))
+                    return ExtractResult.of(i, self._extract(task, texts[i], max_tokens, sampling, timeout))
                 except Exception as e:  # per-item: report it (or retry it), keep the batch going
                     delay = batch.retry_delay(e, attempt, retries)
                     if delay is None:

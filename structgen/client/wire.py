@@ -15,9 +15,15 @@ import grpc
 
 from .._proto import structgen_pb2 as pb
 from .errors import from_rpc_error
-from .extraction import DEFAULT_EXTRACT_MAX_TOKENS, ExtractionTask
+from .extraction import DEFAULT_EXTRACT_MAX_TOKENS, Extracted, ExtractionTask
 
-_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length", pb.FINISH_REASON_BUDGET: "budget"}
+
+# The sampling keyword arguments of generate / stream / extract, named as the engine's SamplingParams names them.
+# extract takes all but `logprobs`, `top_logprobs` and `n` (one value per document, nothing to put them on).
+EXTRACT_SAMPLING = ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
+                    "repetition_penalty", "min_p", "logit_bias", "dry_multiplier", "dry_base", "dry_allowed_length",
+                    "dry_range")
 
 GENERATE = "StructGen/Generate"
 GENERATE_STREAM = "StructGen/GenerateStream"
@@ -42,25 +48,57 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its id, text, log-probability (<= 0) and the `top_logprobs` most likely tokens at its
+    position as (token_id, text, logprob), most likely first."""
+
+    token_id: int
+    text: str
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of the `n` completions of a request."""
+
+    index: int
+    text: str
+    finish_reason: str | None  # "stop" | "budget" | "length"
+    usage: Usage
+    timings: Timings
+    logprobs: tuple[TokenLogprob, ...] | None = None  # with logprobs=True: one per generated token
+
+
+@dataclass(frozen=True)
 class Completion:
-    """A whole generation."""
+    """A whole generation. The fields are choice 0's; `choices` holds all `n` of them (one when n is 1).
+
+    finish_reason: "stop" (the output ended on its own), "budget" (the token budget closed a constrained output:
+    it is complete and valid, but the model was cut short), "length" (max_tokens, unconstrained requests only).
+    """
 
     request_id: str
     text: str
-    finish_reason: str | None  # "stop" | "length"
+    finish_reason: str | None
     usage: Usage
     timings: Timings
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    choices: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True)
 class Delta:
-    """One streamed piece; `finish_reason`, `usage` and `timings` are set on the last one only."""
+    """One streamed piece of choice `index`; `finish_reason`, `usage` and `timings` are set on the last piece of
+    each choice only. `logprobs`: with logprobs=True, one per token of the piece."""
 
     request_id: str
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
     timings: Timings | None = None
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,20 +179,41 @@ def build_request(prompt: str | None = None, *, messages: list[dict] | None = No
                   compiled_id: str | None = None, allow_extra_properties: bool = False,
                   max_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,
                   top_k: int | None = None, seed: int | None = None, stop: Iterable[str] = (),
-                  request_id: str | None = None, speculation: bool | None = None) -> pb.GenerateRequest:
-    """The GenerateRequest for these arguments (what `generate` and `stream` send)."""
+                  request_id: str | None = None, speculation: bool | None = None,
+                  frequency_penalty: float | None = None, presence_penalty: float | None = None,
+                  repetition_penalty: float | None = None, min_p: float | None = None,
+                  logit_bias: Mapping[int, float] | None = None, dry_multiplier: float | None = None,
+                  dry_base: float | None = None, dry_allowed_length: int | None = None, dry_range: int | None = None,
+                  logprobs: bool = False, top_logprobs: int | None = None, n: int | None = None) -> pb.GenerateRequest:
+    """The GenerateRequest for these arguments (what `generate` and `stream` send). None leaves a parameter to
+    the server's neutral default; the server checks every value (INVALID_ARGUMENT naming the field).
+
+    Sampling, as the engine's SamplingParams: frequency_penalty / presence_penalty (OpenAI, over the output),
+    repetition_penalty (HF/vLLM, over prompt + output; 1 = off), min_p, logit_bias ({token_id: bias}),
+    dry_multiplier / dry_base / dry_allowed_length / dry_range (a repetition guard that never penalizes copying
+    the prompt), logprobs / top_logprobs (log-probabilities of the generated tokens), n (completions, 1..16).
+    """
     if (prompt is None) == (messages is None):
         raise ValueError("give exactly one of prompt (raw text) or messages (chat turns)")
     if isinstance(stop, str):
         stop = [stop]
-    req = pb.GenerateRequest(
-        prompt=prompt or "", system=system or "", stop=list(stop), request_id=request_id or "",
-        sampling=pb.SamplingParams(temperature=temperature, top_p=top_p or 0.0, top_k=top_k or 0),
-    )
+    sampling = pb.SamplingParams(temperature=temperature, top_p=top_p or 0.0, top_k=top_k or 0,
+                                 frequency_penalty=frequency_penalty or 0.0, presence_penalty=presence_penalty or 0.0,
+                                 min_p=min_p or 0.0, dry_multiplier=dry_multiplier or 0.0, dry_range=dry_range or 0,
+                                 logprobs=logprobs, top_logprobs=top_logprobs or 0, n=n or 0)
+    for name, value in (("seed", seed), ("repetition_penalty", repetition_penalty), ("dry_base", dry_base),
+                        ("dry_allowed_length", dry_allowed_length)):
+        if value is not None:  # proto3 optional: unset differs from 0
+            setattr(sampling, name, value)
+    if logit_bias is not None:
+        if not isinstance(logit_bias, Mapping):
+            raise TypeError(f"logit_bias must be a mapping of token id -> bias, got {type(logit_bias).__name__}")
+        for token, bias in logit_bias.items():
+            sampling.logit_bias[int(token)] = float(bias)
+    req = pb.GenerateRequest(prompt=prompt or "", system=system or "", stop=list(stop), request_id=request_id or "",
+                             sampling=sampling)
     for m in messages or ():
         req.messages.add(role=m["role"], content=m["content"])
-    if seed is not None:
-        req.sampling.seed = seed
     if max_tokens is not None:
         req.max_tokens = max_tokens
     if speculation is not None:
@@ -173,19 +232,39 @@ def _timings(t: pb.Timings) -> Timings:
     return Timings(t.queued_s, t.ttft_s, t.total_s)
 
 
-def completion(r: pb.GenerateResponse) -> Completion:
-    return Completion(r.request_id, r.text, _FINISH.get(r.finish_reason), _usage(r.usage), _timings(r.timings))
+def _logprobs(items, asked: bool) -> tuple[TokenLogprob, ...] | None:
+    if not asked:
+        return None
+    return tuple(TokenLogprob(lp.token_id, lp.text, lp.logprob, tuple((t.token_id, t.text, t.logprob) for t in lp.top))
+                 for lp in items)
 
 
-def delta(r: pb.GenerateStreamResponse) -> Delta:
+def completion(r: pb.GenerateResponse, logprobs: bool = False) -> Completion:
+    """`logprobs`: whether the request asked for them (None on the result otherwise; an empty tuple is none)."""
+    if r.choices:
+        choices = tuple(Choice(c.index, c.text, _FINISH.get(c.finish_reason), _usage(c.usage), _timings(c.timings),
+                               _logprobs(c.logprobs, logprobs)) for c in r.choices)
+    else:  # n = 1 (or a server that predates n): the single fields are the one choice
+        choices = (Choice(0, r.text, _FINISH.get(r.finish_reason), _usage(r.usage), _timings(r.timings),
+                          _logprobs(r.logprobs, logprobs)),)
+    first = choices[0]
+    return Completion(r.request_id, first.text, first.finish_reason, first.usage, first.timings, first.logprobs,
+                      choices)
+
+
+def delta(r: pb.GenerateStreamResponse, logprobs: bool = False) -> Delta:
+    lps = _logprobs(r.logprobs, logprobs)
     if r.finish_reason == pb.FINISH_REASON_UNSPECIFIED:
-        return Delta(r.request_id, r.text)
-    return Delta(r.request_id, r.text, _FINISH.get(r.finish_reason), _usage(r.usage), _timings(r.timings))
+        return Delta(r.request_id, r.text, index=r.index, logprobs=lps)
+    return Delta(r.request_id, r.text, _FINISH.get(r.finish_reason), _usage(r.usage), _timings(r.timings), r.index,
+                 lps)
 
 
 # ------------------------------------------------------------------------------------------ the calls
 def generate_call(prompt: str | None = None, **kwargs) -> Call:
-    return Call(GENERATE, build_request(prompt, **kwargs), completion)
+    request = build_request(prompt, **kwargs)
+    asked = request.sampling.logprobs
+    return Call(GENERATE, request, lambda r: completion(r, asked))
 
 
 def compile_call(json_schema=None, regex=None, choices=None, allow_extra_properties=False) -> Call:
@@ -211,14 +290,18 @@ def health_call(service: str = "") -> Call:
                 not_serving)
 
 
-def extract_call(task: ExtractionTask, text: str, max_tokens: int | None) -> Call:
-    """One document through `task`: its chat prompt under the task's schema; the response parsed and validated
-    (raises ExtractionError when the output is not a usable value)."""
+def extract_call(task: ExtractionTask, text: str, max_tokens: int | None = None, **sampling) -> Call:
+    """One document through `task`: its chat prompt under the task's schema, with `sampling` (names of
+    EXTRACT_SAMPLING); the response parsed and validated into an `Extracted` (raises ExtractionError when the
+    output is not a usable value). A value the token budget closed is returned, flagged `closed_by_budget`."""
+    unknown = sorted(set(sampling) - set(EXTRACT_SAMPLING))
+    if unknown:
+        raise TypeError(f"extract does not take {', '.join(unknown)}; it takes {', '.join(EXTRACT_SAMPLING)}")
     request = build_request(messages=task.messages(text), json_schema=task.schema,
-                            max_tokens=max_tokens or DEFAULT_EXTRACT_MAX_TOKENS)
+                            max_tokens=max_tokens or DEFAULT_EXTRACT_MAX_TOKENS, **sampling)
 
-    def parse(r: pb.GenerateResponse):
+    def parse(r: pb.GenerateResponse) -> Extracted:
         done = completion(r)
-        return task.parse(done.text, done.finish_reason)
+        return Extracted(task.parse(done.text, done.finish_reason), closed_by_budget=done.finish_reason == "budget")
 
     return Call(GENERATE, request, parse)

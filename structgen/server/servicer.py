@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -35,7 +36,28 @@ class _CallRecord:
     status: str = "OK"
     message: str = ""
     prompt: str | None = None
-    final: object | None = None  # the engine's last GenerateOutput
+    finals: dict[int, object] = field(default_factory=dict)  # choice index -> its last GenerateOutput
+
+
+@dataclass
+class _Collected:
+    """One choice of a unary Generate, as its deltas arrive."""
+
+    parts: list[str] = field(default_factory=list)
+    logprobs: list = field(default_factory=list)  # engine TokenLogprobs
+    final: object | None = None
+
+    def add(self, out):
+        self.parts.append(out.text)
+        self.logprobs.extend(getattr(out, "logprobs", None) or ())
+        if out.finished:
+            self.final = out
+
+    def to_pb(self, index: int) -> pb.Choice:
+        f = self.final
+        return pb.Choice(index=index, text="".join(self.parts), finish_reason=wire.finish_reason_pb(f.finish_reason),
+                         usage=wire.usage_pb(f.usage), timings=wire.timings_pb(f.timings),
+                         logprobs=wire.logprobs_pb(self.logprobs))
 
 
 class CompiledRegistry:
@@ -83,27 +105,31 @@ class StructGenServicer(pb_grpc.StructGenServicer):
     # ---- RPCs -------------------------------------------------------------------------------------------
 
     async def Generate(self, request: pb.GenerateRequest, context) -> pb.GenerateResponse:
-        parts: list[str] = []
+        collected: dict[int, _Collected] = {}
 
-        async def collect(out):
-            parts.append(out.text)
+        async def collect(index: int, out):
+            collected.setdefault(index, _Collected()).add(out)
 
         rec = await self._serve("Generate", request, context, collect)
-        final = rec.final
-        return pb.GenerateResponse(request_id=rec.request_id, text="".join(parts),
-                                   finish_reason=wire.finish_reason_pb(final.finish_reason),
-                                   usage=wire.usage_pb(final.usage), timings=wire.timings_pb(final.timings))
+        choices = [collected[i].to_pb(i) for i in sorted(collected)]
+        first = choices[0]  # NOTE: the single fields carry choice 0, so clients that know nothing of n still work
+        return pb.GenerateResponse(request_id=rec.request_id, text=first.text, finish_reason=first.finish_reason,
+                                   usage=first.usage, timings=first.timings, logprobs=first.logprobs,
+                                   choices=choices if len(choices) > 1 else ())
 
     async def GenerateStream(self, request: pb.GenerateRequest, context) -> None:
         rid = request.request_id or uuid.uuid4().hex
 
-        async def send(out):
+        async def send(index: int, out):
+            logprobs = wire.logprobs_pb(getattr(out, "logprobs", None))
             if out.finished:
                 await context.write(pb.GenerateStreamResponse(
-                    request_id=rid, text=out.text, finish_reason=wire.finish_reason_pb(out.finish_reason),
-                    usage=wire.usage_pb(out.usage), timings=wire.timings_pb(out.timings)))
-            elif out.text:
-                await context.write(pb.GenerateStreamResponse(request_id=rid, text=out.text))
+                    request_id=rid, index=index, text=out.text, logprobs=logprobs,
+                    finish_reason=wire.finish_reason_pb(out.finish_reason), usage=wire.usage_pb(out.usage),
+                    timings=wire.timings_pb(out.timings)))
+            elif out.text or logprobs:  # a token may carry half a character: no text yet, but its logprob
+                await context.write(pb.GenerateStreamResponse(request_id=rid, index=index, text=out.text,
+                                                              logprobs=logprobs))
 
         await self._serve("GenerateStream", request, context, send, request_id=rid)
 
@@ -174,13 +200,14 @@ class StructGenServicer(pb_grpc.StructGenServicer):
 
     async def _serve(self, method: str, request: pb.GenerateRequest, context, on_output,
                      request_id: str | None = None) -> _CallRecord:
-        """Run one generation, feeding every engine output to `on_output`; aborts the call on any failure."""
+        """Run one generation (its `sampling.n` choices), feeding every engine output to `on_output(index, out)`;
+        aborts the call on any failure."""
         rec = _CallRecord(method, request_id or request.request_id or uuid.uuid4().hex)
         ticket: Ticket | None = None
         try:
             ticket = self.admission.admit(uuid.uuid4().hex)  # the engine's id: unique even if clients reuse ids
-            engine_request = await self._engine_request(request, ticket.engine_id, rec)
-            await self._run(engine_request, ticket, context, on_output, rec)
+            engine_requests = await self._engine_requests(request, ticket.engine_id, rec)
+            await self._run(engine_requests, ticket, context, on_output, rec)
             return rec
         except RequestError as e:
             await self._fail(rec, context, e)
@@ -196,7 +223,8 @@ class StructGenServicer(pb_grpc.StructGenServicer):
                 self.admission.release(ticket)
             self._finish(rec)
 
-    async def _engine_request(self, request: pb.GenerateRequest, engine_id: str, rec: _CallRecord):
+    async def _engine_requests(self, request: pb.GenerateRequest, engine_id: str, rec: _CallRecord) -> list:
+        """The engine requests of one call: one per choice (`engine_id`, `engine_id#1`, ...)."""
         from ..engine.requests import GenerateRequest
 
         tokenizer = self.engine.tokenizer
@@ -204,9 +232,11 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         if self.config.log_prompts:
             rec.prompt = text
         prompt_ids = tokenizer.encode(text)
-        sampling = wire.sampling_from_pb(request, prompt_len=len(prompt_ids), max_model_len=self.engine.max_model_len,
+        max_model_len = self.engine.max_model_len
+        sampling = wire.sampling_from_pb(request, prompt_len=len(prompt_ids), max_model_len=max_model_len,
                                          default_max_tokens=self.config.default_max_tokens,
-                                         max_tokens_limit=self.config.max_tokens_limit)
+                                         max_tokens_limit=self.config.max_tokens_limit,
+                                         vocab_size=tokenizer.vocab_size)
         ref = wire.constraint_from_pb(request.constraint)
         if ref.compiled_id is not None:
             constraint = self.compiled.get(ref.compiled_id)
@@ -214,35 +244,89 @@ class StructGenServicer(pb_grpc.StructGenServicer):
             constraint, _ = await self._compile(ref.spec)
         else:
             constraint = None
+        if constraint is not None:
+            await self._check_budget(constraint, sampling.max_tokens, max_model_len - len(prompt_ids))
         speculation = request.speculation if request.HasField("speculation") else None
-        return GenerateRequest(request_id=engine_id, prompt_token_ids=prompt_ids, sampling=sampling,
-                               constraint=constraint, speculation=speculation)
+        return [GenerateRequest(request_id=engine_id if i == 0 else f"{engine_id}#{i}", prompt_token_ids=prompt_ids,
+                                sampling=choice_sampling, constraint=constraint, speculation=speculation)
+                for i, choice_sampling in enumerate(self._choices(sampling))]
 
-    async def _run(self, engine_request, ticket: Ticket, context, on_output, rec: _CallRecord):
-        """Stream the engine's outputs into `on_output` under the call's deadline; the last one goes to `rec`.
+    @staticmethod
+    def _choices(sampling) -> list:
+        """The SamplingParams of each of the request's `n` choices: seed + i when a seed is given. Unseeded
+        choices get distinct seeds from the engine, as any unseeded requests do."""
+        n = getattr(sampling, "n", 1)
+        if n == 1:
+            return [sampling]
+        return [dataclasses.replace(sampling, n=1, seed=None if sampling.seed is None else (sampling.seed + i) % 2**63)
+                for i in range(n)]
 
-        NOTE: whatever ends the call early (deadline, client cancel, shutdown) aborts the engine request, so
-        its KV blocks are freed at once rather than when generation would have ended.
+    @staticmethod
+    async def _check_budget(compiled, max_tokens: int, room: int):
+        """Refuse a constraint whose shortest completion cannot fit in min(max_tokens, context room) tokens."""
+
+        def need() -> int | None:
+            cursor = compiled.cursor()
+            # NOTE: transitional guard while Cursor.min_tokens_to_finish (issue 13, structgen/fsm) lands.
+            return cursor.min_tokens_to_finish() if hasattr(cursor, "min_tokens_to_finish") else None
+
+        try:
+            # Off the event loop: the bound may build automaton states the first time a constraint is used.
+            tokens = await asyncio.to_thread(need)
+        except ConstraintError as e:
+            raise wire.constraint_error(e) from None
+        if tokens is not None and tokens > min(max_tokens, room):
+            raise wire.budget_error(tokens, max_tokens, room)
+
+    async def _run(self, engine_requests: list, ticket: Ticket, context, on_output, rec: _CallRecord):
+        """Stream the engine's outputs of every choice into `on_output(index, out)` under the call's deadline;
+        each choice's last output goes to `rec.finals`.
+
+        With n > 1 the other choices start once choice 0 has its first token: by then the prompt's KV is in the
+        radix cache, so they reuse it instead of computing the prompt n times.
+        NOTE: whatever ends the call early (deadline, client cancel, shutdown, one choice failing) aborts every
+        unfinished engine request, so their KV blocks are freed at once rather than when generation would end.
         """
         remaining = context.time_remaining()
-        finished = False
-        try:
-            async with asyncio.timeout(remaining), contextlib.aclosing(self.engine.generate(engine_request)) as outs:
+        unfinished = {r.request_id for r in engine_requests}
+        lock = asyncio.Lock()  # one on_output at a time: stream writes must not interleave
+        first_token = asyncio.Event()
+
+        async def one(index: int, req):
+            async with contextlib.aclosing(self.engine.generate(req)) as outs:
                 async for out in outs:
-                    await on_output(out)
+                    first_token.set()
+                    async with lock:
+                        await on_output(index, out)
                     if out.finished:
-                        finished = True
-                        rec.final = out  # logged even when it is an error
+                        unfinished.discard(req.request_id)
+                        rec.finals[index] = out  # logged even when it is an error
                         self._check_final(out, ticket)
                         return
             raise RequestError(grpc.StatusCode.INTERNAL, "the engine ended the request without a final output")
+
+        tasks = [asyncio.ensure_future(one(0, engine_requests[0]))]
+        try:
+            async with asyncio.timeout(remaining):
+                if len(engine_requests) > 1:
+                    started = asyncio.ensure_future(first_token.wait())
+                    try:
+                        await asyncio.wait((tasks[0], started), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        started.cancel()
+                    if not tasks[0].done() or tasks[0].exception() is None:  # choice 0 failing ends the call
+                        tasks += [asyncio.ensure_future(one(i, r)) for i, r in enumerate(engine_requests[1:], 1)]
+                await asyncio.gather(*tasks)
         except TimeoutError:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"the deadline ({remaining:.3f} s) passed before generation finished; the request "
                                f"was stopped: raise the deadline or lower max_tokens") from None
         finally:
-            if not finished:
-                await asyncio.shield(self.engine.abort(ticket.engine_id))
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for request_id in unfinished:
+                await asyncio.shield(self.engine.abort(request_id))
 
     @staticmethod
     def _check_final(out, ticket: Ticket):
@@ -261,12 +345,14 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         await context.abort(e.code, e.message)
 
     def _finish(self, rec: _CallRecord):
-        f = rec.final
+        f = rec.finals.get(0)
         usage = getattr(f, "usage", None)
         timings = getattr(f, "timings", None)
+        # The prompt once (choice 0's count), the tokens every choice generated.
         counts = dict(prompt_tokens=getattr(usage, "prompt_tokens", 0),
                       cached_tokens=getattr(usage, "cached_tokens", 0),
-                      completion_tokens=getattr(usage, "completion_tokens", 0))
+                      completion_tokens=sum(getattr(getattr(o, "usage", None), "completion_tokens", 0)
+                                            for o in rec.finals.values()))
         ttft = getattr(timings, "ttft_s", None)
         total = getattr(timings, "total_s", None)
         if total is None:

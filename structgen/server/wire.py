@@ -116,8 +116,11 @@ def prompt_text(req: pb.GenerateRequest, tokenizer) -> str:
 
 
 def sampling_from_pb(req: pb.GenerateRequest, *, prompt_len: int, max_model_len: int, default_max_tokens: int,
-                     max_tokens_limit: int):
-    """Engine SamplingParams from the request, checking every number against the server's limits."""
+                     max_tokens_limit: int, vocab_size: int | None = None):
+    """Engine SamplingParams from the request, checking every number against the server's limits.
+
+    `vocab_size` bounds `sampling.logit_bias`'s token ids (None: not checked). Every refusal names the field.
+    """
     from ..engine.requests import SamplingParams
 
     if prompt_len >= max_model_len:
@@ -145,20 +148,48 @@ def sampling_from_pb(req: pb.GenerateRequest, *, prompt_len: int, max_model_len:
     for i, stop in enumerate(req.stop):
         if not stop:
             raise invalid(f"stop[{i}] is an empty string")
+    for token in s.logit_bias:
+        if vocab_size is not None and token >= vocab_size:
+            raise invalid(f"sampling.logit_bias: token id {token} is outside the vocabulary (ids 0..{vocab_size - 1})")
+    # Unset proto3 optionals keep the dataclass's neutral defaults; the ranges are SamplingParams' to check (its
+    # messages start with the field's name).
+    optional = {name: getattr(s, name) for name in ("seed", "repetition_penalty", "dry_base", "dry_allowed_length")
+                if s.HasField(name)}
     try:
         return SamplingParams(
             temperature=float(s.temperature), top_p=float(s.top_p) or 1.0, top_k=int(s.top_k),
-            seed=int(s.seed) if s.HasField("seed") else None, max_tokens=int(max_tokens), stop=tuple(req.stop),
+            max_tokens=int(max_tokens), stop=tuple(req.stop),
+            frequency_penalty=s.frequency_penalty, presence_penalty=s.presence_penalty, min_p=s.min_p,
+            logit_bias=tuple(sorted(s.logit_bias.items())), dry_multiplier=s.dry_multiplier, dry_range=s.dry_range,
+            logprobs=s.logprobs, top_logprobs=s.top_logprobs, n=s.n or 1, **optional,
         )
     except ValueError as e:
-        raise invalid(f"sampling: {e}") from None
+        raise invalid(f"sampling.{e}") from None
 
 
-_FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+_FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "budget": pb.FINISH_REASON_BUDGET}
 
 
 def finish_reason_pb(reason: str | None) -> int:
     return _FINISH.get(reason or "", pb.FINISH_REASON_UNSPECIFIED)
+
+
+def budget_error(need: int, max_tokens: int, room: int) -> RequestError:
+    """INVALID_ARGUMENT for a constraint whose shortest completion (`need` tokens) does not fit the budget."""
+    return invalid(f"the constraint needs at least {need} tokens to complete but the budget is "
+                   f"{min(max_tokens, room)} (max_tokens={max_tokens}, context room={room})")
+
+
+def _text(text: str) -> str:
+    # A token's text may hold a lone surrogate (half a character decoded alone); protobuf strings must be UTF-8.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def logprobs_pb(logprobs) -> list[pb.TokenLogprob]:
+    """Engine TokenLogprobs (token_id, text, logprob, top: ((id, text, logprob), ...)) as protobuf; None -> []."""
+    return [pb.TokenLogprob(token_id=lp.token_id, text=_text(lp.text), logprob=lp.logprob,
+                            top=[pb.TopLogprob(token_id=t, text=_text(x), logprob=v) for t, x, v in lp.top])
+            for lp in logprobs or ()]
 
 
 def usage_pb(usage) -> pb.Usage:

@@ -112,3 +112,39 @@ def test_local_goes_over_the_wire(caplog, capsys):
     calls = [json.loads(r.getMessage()) for r in caplog.records if r.name == "structgen.server.requests"]
     assert [(c["method"], c["status"]) for c in calls] == [("Generate", "OK")]
     assert out.err == ""
+
+
+def test_budget_closed_value_is_printed_with_a_warning(tmp_path, capsys, monkeypatch):
+    """A value the token budget closed goes to stdout like any other; stderr names the input; exit 0."""
+    from structgen.cli import main
+    from structgen.client import cli
+
+    seen = {}
+
+    def fake_extract(target, api_key, args, task, texts):
+        seen["sampling"] = cli.sampling_options(args)
+        return [({"name": "Ana"}, None, True), ({"name": "Bo"}, None, False)]
+
+    monkeypatch.setattr(cli, "_extract", fake_extract)
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object"}))
+    docs = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    for d in docs:
+        d.write_text("x")
+    rc = main(["extract", "--no-progress", "--schema", str(schema), *map(str, docs), "--repetition-penalty", "1.1",
+               "--dry-multiplier", "0.8", "--logit-bias", "198=-5", "--logit-bias", "13=2.5", "--seed", "3"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert out.out.splitlines() == ['{"name":"Ana"}', '{"name":"Bo"}']
+    assert "a.txt: warning: the token budget closed" in out.err and "b.txt" not in out.err
+    assert seen["sampling"] == dict(repetition_penalty=1.1, dry_multiplier=0.8, seed=3,
+                                    logit_bias={198: -5.0, 13: 2.5})
+
+
+def test_bad_logit_bias_flag_is_a_usage_error(tmp_path, capsys):
+    from structgen.cli import main
+
+    schema = tmp_path / "s.json"
+    schema.write_text("{}")
+    assert main(["extract", "--no-progress", "--schema", str(schema), "--logit-bias", "198"]) == 2
+    assert "TOKEN_ID=BIAS" in capsys.readouterr().err

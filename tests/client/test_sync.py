@@ -10,6 +10,7 @@ import pytest
 import structgen
 from structgen import Client
 from structgen._proto import structgen_pb2 as pb
+from structgen.client.extraction import Extracted
 
 CONTACT = {
     "type": "object",
@@ -22,7 +23,7 @@ CONTACT = {
 def test_extract_many_retries_unavailable_then_reports(monkeypatch):
     calls = {}
 
-    def flaky(self, task, text, max_tokens, timeout):
+    def flaky(self, task, text, max_tokens, sampling, timeout):
         calls[text] = calls.get(text, 0) + 1
         if text == "down":
             raise structgen.Unavailable(grpc.StatusCode.UNAVAILABLE, "shutting down")
@@ -30,7 +31,7 @@ def test_extract_many_retries_unavailable_then_reports(monkeypatch):
             raise structgen.Overloaded(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full")
         if text == "bad":
             raise structgen.InvalidRequest(grpc.StatusCode.INVALID_ARGUMENT, "too long")
-        return {"name": text, "city": None}
+        return Extracted({"name": text, "city": None})
 
     monkeypatch.setattr(Client, "_extract", flaky)
     monkeypatch.setattr("structgen.client.batch.backoff", lambda attempt: 0.0)

@@ -30,3 +30,32 @@ def test_build_request_rejects_misuse(kwargs, match):
 def test_choices_must_be_a_list():
     with pytest.raises(TypeError):
         build_request("x", choices="yes")
+
+
+def test_sampling_parameters_map_to_the_proto():
+    req = build_request("x", frequency_penalty=0.5, presence_penalty=-0.5, repetition_penalty=1.25, min_p=0.25,
+                        logit_bias={3: -100, 9: 1.5}, dry_multiplier=0.75, dry_base=2.0, dry_allowed_length=4,
+                        dry_range=32, logprobs=True, top_logprobs=3, n=4)
+    s = req.sampling
+    assert (s.frequency_penalty, s.presence_penalty, s.repetition_penalty, s.min_p) == (0.5, -0.5, 1.25, 0.25)
+    assert dict(s.logit_bias) == {3: -100.0, 9: 1.5}
+    assert (s.dry_multiplier, s.dry_base, s.dry_allowed_length, s.dry_range) == (0.75, 2.0, 4, 32)
+    assert s.logprobs and s.top_logprobs == 3 and s.n == 4
+    unset = build_request("x").sampling
+    # proto3 optionals whose 0 is not their default stay unset (the server fills 1.0 / 1.75 / 2)
+    assert not any(unset.HasField(f) for f in ("repetition_penalty", "dry_base", "dry_allowed_length", "seed"))
+    assert build_request("x", dry_allowed_length=0).sampling.HasField("dry_allowed_length")  # sent, refused there
+    with pytest.raises(TypeError, match="mapping"):
+        build_request("x", logit_bias=[(3, 1.0)])
+
+
+def test_extract_takes_sampling_but_not_n_or_logprobs():
+    from structgen.client.extraction import ExtractionTask
+    from structgen.client.wire import extract_call
+
+    task = ExtractionTask.of({"type": "object"})
+    call = extract_call(task, "doc", 50, repetition_penalty=1.2, dry_multiplier=0.8, seed=1)
+    assert call.request.sampling.dry_multiplier == pytest.approx(0.8) and call.request.max_tokens == 50
+    for bad in (dict(n=2), dict(logprobs=True), dict(tempreature=0.5)):
+        with pytest.raises(TypeError, match="extract does not take"):
+            extract_call(task, "doc", None, **bad)

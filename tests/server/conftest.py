@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from structgen.engine.outputs import EngineStats, GenerateOutput, Timings, Usage
+from structgen.engine.outputs import EngineStats, GenerateOutput, Timings, TokenLogprob, Usage
 from structgen.errors import UnsupportedSchemaError
 from structgen.server.config import ServerConfig
 from structgen.server.background import BackgroundServer
@@ -38,12 +38,21 @@ def serve_fake():
 
 
 @dataclass
+class FakeCursor:
+    min_tokens: int
+
+    def min_tokens_to_finish(self) -> int:
+        return self.min_tokens
+
+
+@dataclass
 class FakeCompiled:
     key: str
     num_states: int = 3
+    min_tokens: int = 1  # what the admission check's bound says (the fake never constrains)
 
-    def cursor(self):  # pragma: no cover  (never driven: the fake does not constrain)
-        raise NotImplementedError
+    def cursor(self):
+        return FakeCursor(self.min_tokens)
 
 
 @dataclass
@@ -63,6 +72,9 @@ class FakeEngine:
         self.started = self.stopped = False
         self.running: dict[str, asyncio.Event] = {}  # request id -> abort flag
         self.aborted: list[str] = []
+        self.requests: list = []      # every GenerateRequest, in arrival order
+        self.min_tokens = 1           # the compiled constraints' min_tokens_to_finish
+        self.finish_reason = None     # overrides the last output's reason ("budget", "error", ...)
 
     async def start(self):
         self.started = True
@@ -73,7 +85,7 @@ class FakeEngine:
     async def compile(self, spec):
         if spec.kind == "json_schema" and isinstance(spec.value, dict) and "not" in spec.value:
             raise UnsupportedSchemaError("not", "/not")
-        return FakeCompiled(key=f"{spec.kind}:{spec.value!r}")
+        return FakeCompiled(key=f"{spec.kind}:{spec.value!r}", min_tokens=self.min_tokens)
 
     async def abort(self, request_id: str):
         self.aborted.append(request_id)
@@ -84,6 +96,7 @@ class FakeEngine:
         return EngineStats(running=len(self.running), kv_blocks_used=len(self.running), kv_blocks_free=100)
 
     async def generate(self, req):
+        self.requests.append(req)
         abort = self.running.setdefault(req.request_id, asyncio.Event())
         ids = self.tokenizer.encode(self.text)[: req.sampling.max_tokens]
         try:
@@ -99,9 +112,17 @@ class FakeEngine:
                     return
                 last = n == len(ids)
                 reason = ("length" if len(ids) == req.sampling.max_tokens else "stop") if last else None
+                if last and self.finish_reason:
+                    reason = self.finish_reason
+                # Fake log-probabilities: -(position / 10), alternatives the next ids down.
+                logprobs = [TokenLogprob(tok, self.tokenizer.decode([tok]), -n / 10,
+                                         tuple((tok - k - 1, "x", -n / 10 - k - 1)
+                                               for k in range(req.sampling.top_logprobs)))] \
+                    if req.sampling.logprobs else None
                 yield GenerateOutput(req.request_id, [tok], self.tokenizer.decode([tok]), last, reason,
+                                     error="fake failure" if reason == "error" else None,
                                      usage=Usage(len(req.prompt_token_ids), 0, n),
-                                     timings=Timings(0.0, 0.001, 0.001 * n))
+                                     timings=Timings(0.0, 0.001, 0.001 * n), logprobs=logprobs)
         finally:
             self.running.pop(req.request_id, None)
 

@@ -196,3 +196,79 @@ def test_a_taken_port_fails_cleanly(serve_fake, tokenizer, fake_engine_cls):
     with pytest.raises(OSError, match="could not bind"):
         BackgroundServer(engine, ServerConfig(port=st.port)).start()
     assert not engine.started  # nothing was loaded for a server that could not listen
+
+
+# ---- issue 13: n choices, log-probabilities, the token budget ------------------------------------------------
+
+def test_n_choices_fan_out_with_seeds(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer)
+    st = serve_fake(engine)
+    with Client(st.target, timeout=10) as c:
+        done = c.generate("hi", max_tokens=4, n=3, seed=40, temperature=0.7)
+        assert [ch.index for ch in done.choices] == [0, 1, 2]
+        assert done.text == done.choices[0].text and done.usage == done.choices[0].usage
+        assert all(ch.finish_reason == "length" and ch.usage.completion_tokens == 4 for ch in done.choices)
+        ids = [r.request_id for r in engine.requests]
+        assert ids[1:] == [f"{ids[0]}#1", f"{ids[0]}#2"]
+        assert [r.sampling.seed for r in engine.requests] == [40, 41, 42]
+        assert all(r.sampling.n == 1 for r in engine.requests)  # the engine never sees n
+        engine.requests.clear()
+        c.generate("hi", max_tokens=2, n=2, temperature=0.7)
+        assert [r.sampling.seed for r in engine.requests] == [None, None]  # the engine gives each its own seed
+        single = c.generate("hi", max_tokens=2)
+        assert len(single.choices) == 1 and single.choices[0].text == single.text
+
+
+def test_n_choices_stream_with_indexes(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer)
+    st = serve_fake(engine)
+    with Client(st.target, timeout=10) as c:
+        unary = c.generate("hi", max_tokens=5, n=2)
+        deltas = list(c.stream("hi", max_tokens=5, n=2))
+    for i in (0, 1):
+        mine = [d for d in deltas if d.index == i]
+        assert "".join(d.text for d in mine) == unary.choices[i].text
+        assert [d.finish_reason for d in mine].count(None) == len(mine) - 1 and mine[-1].finish_reason == "length"
+
+
+def test_logprobs_come_back_per_token(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer)
+    st = serve_fake(engine)
+    with Client(st.target, timeout=10) as c:
+        done = c.generate("hi", max_tokens=4, logprobs=True, top_logprobs=2)
+        assert len(done.logprobs) == 4 and all(lp.logprob <= 0 and len(lp.top) == 2 for lp in done.logprobs)
+        assert "".join(lp.text for lp in done.logprobs) == done.text
+        deltas = list(c.stream("hi", max_tokens=4, logprobs=True))
+        assert [lp.logprob for d in deltas for lp in d.logprobs] == [lp.logprob for lp in done.logprobs]
+        assert c.generate("hi", max_tokens=4).logprobs is None
+
+
+def test_budget_closed_output_is_flagged_not_failed(serve_fake, tokenizer, fake_engine_cls):
+    schema = {"type": "object"}
+    engine = fake_engine_cls(tokenizer, text='{"a": 1}')
+    engine.finish_reason = "budget"
+    st = serve_fake(engine)
+    with Client(st.target, timeout=10) as c:
+        assert c.generate("hi", json_schema=schema).finish_reason == "budget"
+        assert list(c.stream("hi", json_schema=schema))[-1].finish_reason == "budget"
+        with pytest.warns(structgen.client.BudgetClosedWarning, match="budget"):
+            assert c.extract("doc", schema, max_tokens=20) == {"a": 1}
+        [result] = c.extract_many(["doc"], schema, max_tokens=20, progress=False)
+        assert result.ok and result.closed_by_budget and result.value == {"a": 1}
+        engine.finish_reason = None
+        [result] = c.extract_many(["doc"], schema, max_tokens=20, progress=False)
+        assert result.ok and not result.closed_by_budget
+
+
+def test_a_constraint_longer_than_the_budget_is_refused(serve_fake, tokenizer, fake_engine_cls):
+    engine = fake_engine_cls(tokenizer, max_model_len=64)
+    engine.min_tokens = 12
+    st = serve_fake(engine)
+    with Client(st.target, timeout=10) as c:
+        with pytest.raises(structgen.InvalidRequest, match=r"needs at least 12 tokens to complete but the budget is "
+                                                            r"8 \(max_tokens=8, context room=\d+\)"):
+            c.generate("hi", regex="[a-z]+", max_tokens=8)
+        assert not engine.requests  # refused before the engine saw it
+        assert c.generate("hi", regex="[a-z]+", max_tokens=12).usage.completion_tokens == 12
+        with pytest.raises(structgen.InvalidRequest, match="but the budget is 2 .*context room=2"):
+            c.generate("word " * 61, regex="[a-z]+")  # unset max_tokens shrinks to the context's room
