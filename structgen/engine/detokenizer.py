@@ -7,13 +7,15 @@ the start of a stop string is held back until it is known not to be one.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 _REPLACEMENT = "\ufffd"
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer, stop: Sequence[str] = ()):
+    def __init__(self, tokenizer, stop: Sequence[str] = (), accept: Callable[[str], bool] | None = None):
+        """`accept(text_before_match) -> bool` (optional): whether a stop-string match may end the text; a refused
+        match is skipped and the search goes on after it (the engine's rule for constrained requests)."""
         self._tok = tokenizer
         self._ids: list[int] = []
         self._prefix_offset = 0         # window start: decoding from here gives context for the next token
@@ -23,6 +25,8 @@ class IncrementalDetokenizer:
         self._stop = tuple(stop)
         self._hold = max((len(s) for s in self._stop), default=1) - 1
         self.stopped = False            # a stop string matched; text ends before it
+        self._accept = accept
+        self._search_from = 0           # matches starting before this were refused by `accept`
 
     def add(self, token_ids: Sequence[int]) -> None:
         """Append tokens (already filtered of EOS). No effect after a stop string matched."""
@@ -38,12 +42,18 @@ class IncrementalDetokenizer:
         self._read_offset = len(self._ids)
         if self._stop:
             # Only the new text and the tail that might straddle it can contain a fresh match.
-            start = max(0, len(self.text) - self._hold)
+            start = max(0, len(self.text) - self._hold, self._search_from)
             self.text += new
-            hits = [i for i in (self.text.find(s, start) for s in self._stop) if i >= 0]
-            if hits:
-                self.text = self.text[:min(hits)]
-                self.stopped = True
+            while True:
+                hits = [i for i in (self.text.find(s, start) for s in self._stop) if i >= 0]
+                if not hits:
+                    break
+                first = min(hits)
+                if self._accept is None or self._accept(self.text[:first]):
+                    self.text = self.text[:first]
+                    self.stopped = True
+                    break
+                start = self._search_from = first + 1
         else:
             self.text += new
 

@@ -44,6 +44,9 @@ class Sequence:
         self.cursor: Any = None
         self.compile_future: Future | None = None
         self.mask_words = 0             # bitmask words the constraint fills (ceil(its vocab / 32))
+        # Issue 13: the output position of the first token the budget guard replaced (a restricted resample);
+        # None while every sample fitted. A constrained output that keeps such a token ends with "budget".
+        self.budget_restricted_at: int | None = None
         # Sampling draws are a pure function of (seed, output position); unseeded requests get one from the engine.
         self.seed = request.sampling.seed if request.sampling.seed is not None else 0
         self.detokenizer: Any = None
@@ -86,6 +89,15 @@ class Sequence:
     def constraint_pending(self) -> bool:
         """The constraint is still compiling: the sequence waits without blocking the queue."""
         return self.compile_future is not None and self.cursor is None and self.error is None
+
+    def token_budget(self, max_model_len: int) -> int:
+        """Output tokens this sequence may still commit: what max_tokens and the context leave (issue 13)."""
+        return min(self.sampling.max_tokens - self.num_output_tokens, max_model_len - self.num_tokens)
+
+    @property
+    def closed_by_budget(self) -> bool:
+        """A token the budget guard chose is part of the output (it was not cut off by an earlier end)."""
+        return self.budget_restricted_at is not None and self.budget_restricted_at < self.num_output_tokens
 
     @property
     def last_token(self) -> int:

@@ -50,3 +50,22 @@ def test_stop_string_spanning_tokens(tok):
     ids = tok.encode("abc xyz<|split|> tail")
     parts, d = stream(tok, ids, stop=("<|split|>",))
     assert "".join(parts) == "abc xyz" and d.stopped
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_a_stop_match_the_accept_hook_refuses_is_skipped_and_the_search_goes_on(tok, step):
+    # accept() sees the text before each match; refusing "a, b" and "a, b, c" leaves the third match to end it.
+    seen = []
+
+    def accept(before: str) -> bool:
+        seen.append(before)
+        return before.count(",") >= 2
+
+    ids = tok.encode("a, b, c, d, e")
+    d = IncrementalDetokenizer(tok, (", ",), accept=accept)
+    for i in range(0, len(ids), step):
+        d.add(ids[i:i + step])
+        if d.stopped:
+            break
+    assert d.stopped and d.text == "a, b, c"
+    assert seen == ["a", "a, b", "a, b, c"]

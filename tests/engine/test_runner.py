@@ -59,6 +59,13 @@ class SetCursor:
     def rollback(self, n):
         del self.history[len(self.history) - n:]
 
+    # No end to reach: every allowed token fits any budget >= 1 (the budget guard is tested in test_budget.py).
+    def token_fits(self, t, budget):
+        return budget >= 1 and t in self._allowed()
+
+    def is_terminated(self):
+        return not self._allowed()          # nothing allowed: the fake's "after EOS"
+
 
 def make_runner(rows=16):
     kv = KVCache(k=torch.zeros(1, 64, BS, 1, 2), v=torch.zeros(1, 64, BS, 1, 2), block_size=BS)

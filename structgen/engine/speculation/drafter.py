@@ -107,8 +107,9 @@ class Drafter:
     @staticmethod
     def _room(seq: Sequence, max_model_len: int) -> int:
         """Draft tokens that fit: the accepted drafts plus the model's own next token must fit max_tokens and the
-        context."""
-        return min(seq.sampling.max_tokens - seq.num_output_tokens, max_model_len - seq.num_tokens) - 1
+        context. (A constrained draft that fits this room but not the constraint's bound is cut by the runner's
+        budget guard, which checks every verify row against its own budget -- issue 13.)"""
+        return seq.token_budget(max_model_len) - 1
 
     def propose(self, seq: Sequence, max_model_len: int, batch_size: int = 1) -> None:
         """`propose_batch` for one sequence that will be verified in a batch of `batch_size`."""
