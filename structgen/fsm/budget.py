@@ -31,10 +31,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import ConstraintError, ConstraintTooComplexError
+from ..errors import ConstraintTooComplexError
 from . import bitmask
 from .index import DEAD, TokenIndex
 
+# The bound of a state no token path leads out of (only with vocabularies that cannot spell some bytes).
+UNREACHABLE = (1 << 31) - 1
 # Most states one search (byte or token level) may settle before ConstraintTooComplexError.
 MAX_SEARCH_STATES = 50_000
 # States whose (ids, bounds) of every allowed token stay cached (up to ~400 KB each on a 49k vocabulary).
@@ -63,7 +65,8 @@ class TokenBounds:
     # ---- queries -----------------------------------------------------------------------------------------
 
     def bound(self, state: int) -> int:
-        """Tokens that always suffice from `state` to a final state (0 iff final). Cached per state."""
+        """Tokens that always suffice from `state` to a final state (0 iff final; UNREACHABLE where no token
+        path leads to one). Cached per state."""
         b = self._bound.get(state)
         if b is None:
             with self._index.growing():
@@ -297,12 +300,15 @@ class TokenBounds:
             index.check_deadline()
             known = self._terminal(s) if s != start else (0 if index.is_final(s) else None)
             if known is not None:
-                heapq.heappush(heap, (d + known, next(tie), s, True))
+                if known < UNREACHABLE:
+                    heapq.heappush(heap, (d + known, next(tie), s, True))
                 continue
             _, states = index.successors(s)
             for t in np.unique(states).tolist():
                 if t not in settled and d + 1 < best.get(t, d + 2):
                     best[t], parent[t] = d + 1, s
                     heapq.heappush(heap, (d + 1, next(tie), t, False))
-        raise ConstraintError("no token path to a final state from here: the tokenizer cannot spell any "
-                              "completion of the constraint")
+        # NOTE: the byte automaton is productive, but a vocabulary without some single-byte tokens can strand a
+        # token walk (a token that ends where only an unspellable byte continues): no budget is enough there.
+        self._bound[start] = UNREACHABLE
+        return UNREACHABLE

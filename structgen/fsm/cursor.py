@@ -182,7 +182,8 @@ class Cursor:
     def min_tokens_to_finish(self) -> int:
         """A safe and consistent bound on the tokens needed from here to a final state (0 when final or after
         EOS): that many always suffice, and from a non-final state with bound b some allowed token leads to a
-        state with bound <= b - 1. Cached per state (the first visit of a state may take a few ms, and may
+        state with bound <= b - 1. Where the tokenizer cannot spell any way out of the state (only vocabularies
+        that lack some single-byte tokens), structgen.fsm.budget.UNREACHABLE (2**31 - 1). Cached per state (the first visit of a state may take a few ms, and may
         raise ConstraintTooComplexError past the compile limits). EOS is not counted."""
         s = self._state
         if s == ENDED:
