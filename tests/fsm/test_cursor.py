@@ -224,3 +224,21 @@ def test_forced_bytes_is_the_whole_forced_text():
         assert cur.advance(t)
     assert cur.forced_bytes() == b"orld"
     assert cur.num_advanced == len(tok.encode("hello w"))
+
+
+# ----- the budget: min_tokens_to_finish / token_fits / fill_bitmask_within (details in test_budget.py) -----------
+
+def test_budget_methods_close_a_table_automaton_in_time_and_leave_the_cursor_alone():
+    tok = toy_tokenizer()
+    c = compiled(LiteralSetAutomaton([b"yes", b"no", b"abcab"]), tok)
+    cur = c.cursor()
+    assert cur.min_tokens_to_finish() == 1  # "no" is one token of the toy vocabulary
+    row = torch.zeros(cur.num_words, dtype=torch.int32)
+    assert cur.fill_bitmask_within(row, 1) is True
+    ids = set(bitmask.unpack(row.numpy()).tolist())
+    assert ids == {tok.encode("no")[0], tok.encode("yes")[0]}  # one token each: nothing else fits one token
+    assert cur.token_fits(tok.encode("ab")[0], 3) and not cur.token_fits(tok.encode("ab")[0], 2)
+    assert cur.fill_bitmask_within(row, 50) is False and np.array_equal(row.numpy(), cur.mask())
+    assert cur.num_advanced == 0 and cur.state == c.index.initial
+    assert cur.advance(tok.encode("no")[0]) and cur.min_tokens_to_finish() == 0
+    assert cur.token_fits(tok.eos_token_id, 1) and not cur.token_fits(tok.eos_token_id, 0)
