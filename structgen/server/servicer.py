@@ -265,17 +265,12 @@ class StructGenServicer(pb_grpc.StructGenServicer):
     async def _check_budget(compiled, max_tokens: int, room: int):
         """Refuse a constraint whose shortest completion cannot fit in min(max_tokens, context room) tokens."""
 
-        def need() -> int | None:
-            cursor = compiled.cursor()
-            # NOTE: transitional guard while Cursor.min_tokens_to_finish (issue 13, structgen/fsm) lands.
-            return cursor.min_tokens_to_finish() if hasattr(cursor, "min_tokens_to_finish") else None
-
         try:
             # Off the event loop: the bound may build automaton states the first time a constraint is used.
-            tokens = await asyncio.to_thread(need)
+            tokens = await asyncio.to_thread(lambda: compiled.cursor().min_tokens_to_finish())
         except ConstraintError as e:
             raise wire.constraint_error(e) from None
-        if tokens is not None and tokens > min(max_tokens, room):
+        if tokens > min(max_tokens, room):
             raise wire.budget_error(tokens, max_tokens, room)
 
     async def _run(self, engine_requests: list, ticket: Ticket, context, on_output, rec: _CallRecord):

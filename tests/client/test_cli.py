@@ -148,3 +148,18 @@ def test_bad_logit_bias_flag_is_a_usage_error(tmp_path, capsys):
     schema.write_text("{}")
     assert main(["extract", "--no-progress", "--schema", str(schema), "--logit-bias", "198"]) == 2
     assert "TOKEN_ID=BIAS" in capsys.readouterr().err
+
+
+def test_budget_closed_value_against_the_server(real_server, real_api_key, tmp_path):
+    schema = tmp_path / "story.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"story": {"type": "string"}},
+                                  "required": ["story"], "additionalProperties": False}))
+    doc = tmp_path / "logbook.txt"
+    doc.write_text("The keeper, Ana, kept the light for forty years through every storm on the coast and wrote it "
+                   "all down, night after night, in a long blue logbook.")
+    r = extract("--schema", str(schema), str(doc), "--max-tokens", "12", "--repetition-penalty", "1.05",
+                "--instructions", "Copy the whole document into story, word for word.", server=real_server.target,
+                key=real_api_key)
+    assert r.returncode == 0, r.stderr
+    validate(r.stdout.strip(), schema)
+    assert "logbook.txt: warning: the token budget closed" in r.stderr

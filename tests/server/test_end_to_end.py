@@ -252,3 +252,61 @@ def test_load_200_concurrent_against_queue_of_50(client, real_server, real_api_k
     assert idle_kv(idle) == 0
     # Memory returns near idle: what the burst allocated is released (KV is a preallocated pool).
     assert _rss_bytes() - rss_idle < 256 << 20
+
+
+# ---- issue 13 with the real model: n choices, logprobs, the token budget ---------------------------------------
+
+STORY = {"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"],
+         "additionalProperties": False}
+# The model writes on far past 30 tokens here (measured), so only the budget can close the JSON in time.
+LONG_STORY = "The following JSON holds a very long story of 2000 words about the sea.\n"
+LOGBOOK = ("The keeper, Ana, kept the light for forty years through every storm on the coast and wrote it all down, "
+           "night after night, in a long blue logbook.")
+
+
+def test_n_choices_validate_and_share_the_prompt(client):
+    r = client.generate(messages=ASK, json_schema=PERSON, max_tokens=40, n=3, temperature=0.9, seed=7)
+    assert [c.index for c in r.choices] == [0, 1, 2] and r.text == r.choices[0].text
+    for c in r.choices:
+        assert c.finish_reason in ("stop", "budget") and c.usage.completion_tokens <= 40
+        jsonschema.Draft202012Validator(PERSON).validate(json.loads(c.text))
+    # Choices 1.. start after choice 0's first token: the prompt's full pages come from the prefix cache.
+    assert all(c.usage.cached_tokens >= c.usage.prompt_tokens // 16 * 16 - 16 for c in r.choices[1:])
+    again = client.generate(messages=ASK, json_schema=PERSON, max_tokens=40, n=3, temperature=0.9, seed=7)
+    assert [c.text for c in again.choices] == [c.text for c in r.choices]  # seeds seed + i: reproducible
+
+
+def test_logprobs_come_back_and_are_log_probabilities(client):
+    r = client.generate(messages=ASK, json_schema=PERSON, max_tokens=40, logprobs=True, top_logprobs=3)
+    jsonschema.Draft202012Validator(PERSON).validate(json.loads(r.text))
+    assert len(r.logprobs) == r.usage.completion_tokens > 0
+    for lp in r.logprobs:
+        assert lp.logprob <= 0.0 and all(alt[2] <= 0.0 for alt in lp.top)
+        assert 1 <= len(lp.top) <= 3 and lp.top[0][2] >= lp.logprob - 1e-5  # the best alternative is at least as likely
+    deltas = list(client.stream(messages=ASK, json_schema=PERSON, max_tokens=40, logprobs=True))
+    assert [lp.token_id for d in deltas for lp in d.logprobs] == [lp.token_id for lp in r.logprobs]
+
+
+def test_a_budget_below_the_shortest_completion_is_refused(client):
+    with pytest.raises(structgen.InvalidRequest,
+                       match=r"needs at least (\d+) tokens to complete but the budget is 3 \(max_tokens=3, "
+                             r"context room=\d+\)") as e:
+        client.generate(messages=ASK, json_schema=PERSON, max_tokens=3)
+    assert int(e.value.details.split("at least ")[1].split()[0]) > 3
+
+
+def test_the_budget_closes_a_long_output(client):
+    r = client.generate(LONG_STORY, json_schema=STORY, max_tokens=30)
+    assert r.finish_reason == "budget" and r.usage.completion_tokens <= 30
+    jsonschema.Draft202012Validator(STORY).validate(json.loads(r.text))
+    deltas = list(client.stream(LONG_STORY, json_schema=STORY, max_tokens=30))
+    assert deltas[-1].finish_reason == "budget" and "".join(d.text for d in deltas) == r.text
+    # extract returns the closed value, flagged, instead of failing on cut JSON.
+    with pytest.warns(structgen.client.BudgetClosedWarning):
+        value = client.extract(LOGBOOK, STORY, "Copy the whole document into story, word for word.", max_tokens=12)
+    jsonschema.Draft202012Validator(STORY).validate(value)
+    assert value["story"] and LOGBOOK.startswith(value["story"][:8])
+    [result] = client.extract_many([LOGBOOK], STORY, instructions="Copy the whole document into story.",
+                                   max_tokens=12, progress=False)
+    assert result.ok and result.closed_by_budget
+    jsonschema.Draft202012Validator(STORY).validate(result.value)
