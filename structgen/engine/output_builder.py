@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from . import sampling_state
 from .outputs import GenerateOutput, Timings, Usage
 from .sequence import Sequence
 
@@ -72,4 +73,6 @@ def build_output(seq: Sequence, tokens: list[int], finished: bool) -> GenerateOu
         timings=Timings(
             queued_s=(seq.first_scheduled_time or now) - seq.arrival_time,
             ttft_s=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
-            total_s=now - seq.arrival_time))
+            total_s=now - seq.arrival_time),
+        # the delta's tokens' logprobs, recorded by the runner (None unless SamplingParams.logprobs)
+        logprobs=sampling_state.take(seq, tokens, getattr(seq.detokenizer, "_tok", None)))

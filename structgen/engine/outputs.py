@@ -23,6 +23,18 @@ class Timings:
     total_s: float = 0.0                # arrival -> this delta
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One output token with its log-probability under the distribution it was drawn from: the model's logits
+    after logit_bias, penalties, DRY, the constraint mask and temperature (greedy: temperature 1), before
+    min_p/top-k/top-p. `top`: the most likely (token id, text, logprob) of that distribution, best first."""
+
+    token_id: int
+    text: str
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()
+
+
 @dataclass
 class GenerateOutput:
     """One streamed delta. `text` is the new text only, never a split UTF-8 character."""
@@ -35,6 +47,7 @@ class GenerateOutput:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
+    logprobs: list[TokenLogprob] | None = None   # one per token_ids entry when SamplingParams.logprobs, else None
 
 
 @dataclass

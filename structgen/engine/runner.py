@@ -1,5 +1,6 @@
-"""ModelRunner: owns every tensor of a step. Builds the ForwardBatch, runs the model, fills the batch bitmask from
-the cursors of constrained rows, applies it in one kernel, samples, and returns token ids.
+"""ModelRunner: owns every tensor of a step. Builds the ForwardBatch, runs the model, processes the logits (logit_bias,
+penalties, DRY: kernels/logits_processing.py), fills the batch bitmask from the cursors of constrained rows, applies
+it in one kernel, samples, records logprobs, and returns token ids.
 
 Rows: a scheduled sequence wants `num_logits` logits rows (its last positions): 1 for a decode or the last chunk
 of a prefill, 1 + k when k draft tokens are verified (issue 6), 0 for a middle prefill chunk. Each row gets its
@@ -16,11 +17,22 @@ import numpy as np
 import torch
 
 from ..kernels.dispatch import backends_for
+from ..kernels.logits_processing import LogitsProcessing, RowHistory, row_needs_history, row_needs_processing
 from ..kernels.sampling import SamplingBatch, sample
+from . import sampling_state
 from .forward_batch import build_forward_batch
 from .kv_cache import KVCache
 from .mask_buffer import MaskBuffer
 from .scheduler import ScheduledSequence
+
+
+def _row_starts(scheduled: list[ScheduledSequence]) -> list[int]:
+    """The first logits row of each scheduled sequence."""
+    starts, r = [], 0
+    for sc in scheduled:
+        starts.append(r)
+        r += sc.num_logits
+    return starts
 
 
 @dataclass
@@ -114,34 +126,98 @@ class ModelRunner:
         if num_rows == 0:
             return StepResult([[] for _ in scheduled], forward_s, mask_s, 0, failed)
 
+        self._process_logits(logits, scheduled, failed)
         if constrained:
             tm = time.perf_counter()
             backends_for(self.device).apply_token_bitmask(logits, self._masks.on_device(num_rows))
             mask_s += time.perf_counter() - tm
         tokens = self._sample(logits, scheduled)
+        self._record_logprobs(logits, scheduled, tokens)
         out, r = [], 0
         for sc in scheduled:
             out.append(tokens[r:r + sc.num_logits])
             r += sc.num_logits
         return StepResult(out, forward_s, mask_s, constrained, failed)
 
-    def _sample(self, logits: torch.Tensor, scheduled: list[ScheduledSequence]) -> list[int]:
-        """logits (N, V) float32, already masked. Greedy rows take the argmax; sampling rows draw from a
-        counter-based stream keyed by (request seed, output position), so a seeded request gets the same tokens
-        whatever else is in the batch, and after a preemption."""
-        temps, top_k, top_p, seeds, steps = [], [], [], [], []
+    def _process_logits(self, logits: torch.Tensor, scheduled: list[ScheduledSequence],
+                        failed: dict[str, str]) -> None:
+        """logit_bias, repetition/frequency/presence penalties and DRY on logits (N, V) float32, in place, before
+        the mask. Row j of a sequence counts its drafts before j as output (they are the output if accepted).
+        Builds nothing when no row uses them. A logit_bias id outside the vocabulary fails that request alone."""
+        if not any(row_needs_processing(sc.seq.sampling) for sc in scheduled if sc.num_logits):
+            return
+        rows: list[RowHistory | None] = []
+        for sc in scheduled:
+            seq, sp, n = sc.seq, sc.seq.sampling, sc.num_logits
+            bad = [t for t, _ in sp.logit_bias if t >= self.vocab_size]
+            if bad:
+                failed.setdefault(seq.request_id, f"logit_bias token ids must be < {self.vocab_size}, got {bad[:5]}")
+            if not n or bad or not row_needs_processing(sp):
+                rows.extend([None] * n)
+                continue
+            if not row_needs_history(sp):
+                rows.extend([RowHistory(sp, (), ())] * n)
+                continue
+            prompt, output = seq.token_ids[:seq.prompt_len], seq.token_ids[seq.prompt_len:]
+            rows.extend(RowHistory(sp, prompt, output + seq.draft_tokens[:j]) for j in range(n))
+        proc = LogitsProcessing.build(rows, device=logits.device)
+        if proc is not None:
+            proc.apply_(logits)
+
+    def _sampling_batch(self, scheduled: list[ScheduledSequence], device) -> SamplingBatch | None:
+        """The SamplingBatch of every logits row of the step, or None when every row is greedy (argmax).
+        `SamplingBatch.select(rows)` gives the parameters of a subset of rows, which then draw what they draw here."""
+        temps, top_k, top_p, seeds, steps, min_p = [], [], [], [], [], []
         for sc in scheduled:
             sp, seq = sc.seq.sampling, sc.seq
             for j in range(sc.num_logits):
                 temps.append(sp.temperature)
                 top_k.append(sp.top_k)
                 top_p.append(sp.top_p)
+                min_p.append(sp.min_p)
                 seeds.append(seq.seed)
                 steps.append(seq.num_output_tokens + j)
         if not any(temps):
+            return None
+        return SamplingBatch.from_lists(temps, top_k, top_p, seeds, steps, device=device, min_p=min_p)
+
+    def _sample(self, logits: torch.Tensor, scheduled: list[ScheduledSequence]) -> list[int]:
+        """logits (N, V) float32, already processed and masked. Greedy rows take the argmax; sampling rows draw
+        from a counter-based stream keyed by (request seed, output position), so a seeded request gets the same
+        tokens whatever else is in the batch, and after a preemption."""
+        params = self._sampling_batch(scheduled, logits.device)
+        if params is None:
             return logits.argmax(dim=-1).tolist()
-        params = SamplingBatch.from_lists(temps, top_k, top_p, seeds, steps, device=logits.device)
         return sample(logits, params).tolist()
+
+    def _record_logprobs(self, logits: torch.Tensor, scheduled: list[ScheduledSequence], tokens: list[int]) -> None:
+        """For rows of sequences that asked for logprobs: log_softmax(logits / T) (T = 1 for greedy rows) at the
+        token each row chose, and its top_logprobs best entries, kept by output position (sampling_state.py).
+        logits (N, V) float32: the distribution sampled from (processed, masked); a step that restricts a row
+        further (budget) does it in `logits` before this call, so the record is that of the restricted row."""
+        rows, temps, meta = [], [], []
+        for r0, sc in zip(_row_starts(scheduled), scheduled):
+            sp = sc.seq.sampling
+            if not sp.logprobs:
+                continue
+            for j in range(sc.num_logits):
+                rows.append(r0 + j)
+                temps.append(sp.temperature if sp.temperature > 0 else 1.0)
+                meta.append((sc.seq, sc.seq.num_output_tokens + j, sp.top_logprobs))
+        if not rows:
+            return
+        idx = torch.tensor(rows, dtype=torch.int64, device=logits.device)
+        t = torch.tensor(temps, dtype=torch.float32, device=logits.device)
+        lp = torch.log_softmax(logits[idx] / t[:, None], dim=-1)  # (R', V)
+        chosen = torch.tensor([tokens[r] for r in rows], dtype=torch.int64, device=logits.device)
+        chosen_lp = lp.gather(1, chosen[:, None]).squeeze(1).tolist()
+        k = max(m[2] for m in meta)
+        top_lp, top_ids = lp.topk(k, dim=-1) if k else (None, None)  # (R', k)
+        top_lp = top_lp.tolist() if k else None
+        top_ids = top_ids.tolist() if k else None
+        for i, (seq, pos, want) in enumerate(meta):
+            top = tuple(zip(top_ids[i][:want], top_lp[i][:want])) if want else ()
+            sampling_state.record(seq, pos, tokens[rows[i]], chosen_lp[i], top)
 
     def close(self) -> None:
         if self._pool is not None:
