@@ -36,6 +36,20 @@ def compile_spec(spec: ConstraintSpec, tokenizer):
     return compile_constraint(spec.kind, spec.value, tokenizer, **dict(spec.options))
 
 
+def admission_error(seq: Sequence, max_model_len: int) -> str | None:
+    """The refusal of a constrained request whose shortest completion does not fit its budget (None: it fits)."""
+    room = max_model_len - seq.num_tokens
+    budget = seq.token_budget(max_model_len)
+    try:
+        need = seq.cursor.min_tokens_to_finish()
+    except Exception as e:  # noqa: BLE001 - e.g. ConstraintTooComplexError while measuring the bound
+        return f"{type(e).__name__}: {e}"
+    if need <= budget:
+        return None
+    return (f"the constraint needs at least {need} tokens to complete but the budget is {budget} "
+            f"(max_tokens={seq.sampling.max_tokens}, context room={room})")
+
+
 class LLMEngine:
     """One model on one device. `draft_model`: a loaded LlamaModel of the same tokenizer, used when
     config.speculation == "draft_model" (from_config loads config.draft_model); `draft_kv_bytes` sizes its KV pool
@@ -80,7 +94,8 @@ class LLMEngine:
                                cost_per_sequence=seq_cost)
         # Rows: one per sequence, plus draft positions when speculating.
         max_rows = config.max_num_seqs * (1 + (self.drafter.max_draft_tokens if self.drafter.enabled else 0))
-        self.runner = ModelRunner(model, kv, max_rows=max_rows, overlap_mask_fill=config.overlap_mask_fill)
+        self.runner = ModelRunner(model, kv, max_rows=max_rows, overlap_mask_fill=config.overlap_mask_fill,
+                                  max_model_len=self.max_model_len)
         self.compile_pool = ThreadPoolExecutor(config.compile_workers, thread_name_prefix="structgen-compile")
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
         self._seqs: dict[str, Sequence] = {}
@@ -110,7 +125,10 @@ class LLMEngine:
         """Queue a request. Errors of the request itself (too long, duplicate id) come back as a finished
         output with finish_reason="error" on the next step; nothing else is touched."""
         seq = Sequence(req, self.eos_token_ids)
-        seq.detokenizer = IncrementalDetokenizer(self.tokenizer, req.sampling.stop)
+        seq.detokenizer = IncrementalDetokenizer(
+            self.tokenizer, req.sampling.stop,
+            accept=(lambda text: output_builder.stop_allowed(seq, text, self.tokenizer))
+            if req.sampling.stop and req.constraint is not None else None)
         if req.sampling.seed is None:
             seq.seed = self.config.seed * 1_000_003 + next(self._seed_counter)
         if req.request_id in self._seqs:
@@ -132,14 +150,20 @@ class LLMEngine:
                 seq.compile_future.add_done_callback(lambda _f: self.on_compiled())
             self._compiling.append(seq)
         elif c is not None:
-            self._attach(seq, c)
+            error = self._attach(seq, c)
+            if error is not None:
+                self._fail(seq, error)
+                return seq
         self._seqs[req.request_id] = seq
         self.scheduler.add(seq)
         return seq
 
-    def _attach(self, seq: Sequence, compiled) -> None:
+    def _attach(self, seq: Sequence, compiled) -> str | None:
+        """Give `seq` a cursor of `compiled`; the error text if the constraint cannot finish within the request's
+        budget (issue 13: refused up front, never truncated)."""
         seq.cursor = compiled.cursor()
         seq.mask_words = -(-compiled.vocab_size // 32)
+        return admission_error(seq, self.max_model_len)
 
     def _resolve_compiles(self) -> None:
         still = []
@@ -154,7 +178,9 @@ class LLMEngine:
             if err is not None:
                 self._finish(seq, "error", f"{type(err).__name__}: {err}")
             else:
-                self._attach(seq, fut.result())
+                error = self._attach(seq, fut.result())
+                if error is not None:
+                    self._finish(seq, "error", error)
         self._compiling = still
 
     def abort(self, request_id: str) -> bool:
@@ -198,7 +224,7 @@ class LLMEngine:
                 if sc.seq.first_scheduled_time is None:
                     sc.seq.first_scheduled_time = now
             result = self.runner.run(sched.scheduled)
-            self._postprocess(sched.scheduled, result.sampled, result.failed or {})
+            self._postprocess(sched.scheduled, result.sampled, result.failed or {}, result.budget_restricted or {})
             with self._stats_lock:
                 self._steps += 1
                 self._forward_time += result.forward_s
@@ -208,7 +234,7 @@ class LLMEngine:
         return self.drain_outputs()
 
     def _postprocess(self, scheduled: list[ScheduledSequence], sampled: list[list[int]],
-                     failed: dict[str, str]) -> None:
+                     failed: dict[str, str], budget_restricted: dict[str, int]) -> None:
         now = time.perf_counter()
         new_tokens = 0
         drafting: list[Sequence] = []
@@ -222,6 +248,9 @@ class LLMEngine:
             if not toks:
                 self.scheduler.commit(sc)
                 continue
+            pos = budget_restricted.get(seq.request_id)
+            if pos is not None and seq.budget_restricted_at is None:
+                seq.budget_restricted_at = pos
             # Verification (issue 6): the drafts the sampled rows agree with, then the next sample.
             drafts = seq.draft_tokens[:sc.num_drafts]
             accepted, commit = verify.accept(drafts, toks)

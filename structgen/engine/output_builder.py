@@ -57,7 +57,30 @@ def consume(seq: Sequence, tokens: list[int], eos_token_ids: frozenset[int], max
             break
     if reason is None and (seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= max_model_len):
         reason = "length"
+    if seq.cursor is not None and reason is not None:
+        # Issue 13: a constrained output never ends with "length" nor outside a final state. The runner's budget
+        # guard makes the budget run out only in a final state; "budget" says the budget closed the output.
+        if reason == "length" and not seq.cursor.is_final():
+            return Verdict(reason="error", error="internal error: the budget ran out outside a final state of "
+                                                 "the constraint")
+        if reason == "length" or seq.closed_by_budget:
+            reason = "budget"
     return Verdict(visible, reason)
+
+
+def stop_allowed(seq: Sequence, text: str, tokenizer) -> bool:
+    """Whether a stop string may end `seq`'s output with `text` (the output text before the match).
+
+    The rule for constrained requests (issue 13): a stop string ends the output only where the text before it is a
+    complete match of the constraint -- the output stays valid; any other occurrence is ignored and decoding goes
+    on. Checked by walking a fresh cursor over the tokens of `text` (the automaton reads bytes, so any tokenization
+    of the text reaches the same state). Unconstrained requests (and those still compiling) stop at every match.
+    """
+    if seq.cursor is None:
+        return True
+    cursor = seq.cursor.copy()
+    cursor.rollback(cursor.num_advanced)
+    return all(cursor.advance(t) for t in tokenizer.encode(text)) and cursor.is_final()
 
 
 def build_output(seq: Sequence, tokens: list[int], finished: bool) -> GenerateOutput:

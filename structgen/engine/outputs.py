@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FINISH_REASONS = ("stop", "length", "abort", "error")
+# "budget" (issue 13): a constrained output the budget closed -- the engine restricted a sample to the tokens that
+# still let the constraint finish in time, or the budget ran out in a final state. "length" is for unconstrained
+# requests only: a constrained request always ends in a final state of its constraint (or with abort / error).
+FINISH_REASONS = ("stop", "length", "budget", "abort", "error")
 
 
 @dataclass

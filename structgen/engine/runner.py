@@ -44,11 +44,16 @@ class StepResult:
     # request_id -> error for sequences whose cursor raised while filling (e.g. ConstraintTooComplexError on
     # a lazily built state): the engine fails those requests alone; their sampled tokens are meaningless.
     failed: dict[str, str] | None = None
+    # request_id -> output position of the first row the budget guard resampled this step (issue 13).
+    budget_restricted: dict[str, int] | None = None
 
 
 class ModelRunner:
-    def __init__(self, model, kv: KVCache, *, max_rows: int, overlap_mask_fill: bool = False):
+    def __init__(self, model, kv: KVCache, *, max_rows: int, overlap_mask_fill: bool = False,
+                 max_model_len: int | None = None):
         self.model = model
+        # The context a sequence may fill (the engine's max_model_len); None: only max_tokens limits the budget.
+        self.max_model_len = max_model_len if max_model_len is not None else 1 << 62
         self.kv = kv
         self.device = model.device
         self.vocab_size = model.config.vocab_size
@@ -132,12 +137,95 @@ class ModelRunner:
             backends_for(self.device).apply_token_bitmask(logits, self._masks.on_device(num_rows))
             mask_s += time.perf_counter() - tm
         tokens = self._sample(logits, scheduled)
+        restricted = self._guard_budget(logits, scheduled, tokens, failed) if constrained else {}
         self._record_logprobs(logits, scheduled, tokens)
         out, r = [], 0
         for sc in scheduled:
             out.append(tokens[r:r + sc.num_logits])
             r += sc.num_logits
-        return StepResult(out, forward_s, mask_s, constrained, failed)
+        return StepResult(out, forward_s, mask_s, constrained, failed, restricted)
+
+    # ----- the budget guard (issue 13) -----
+    def _guard_budget(self, logits: torch.Tensor, scheduled: list[ScheduledSequence], tokens: list[int],
+                      failed: dict[str, str]) -> dict[str, int]:
+        """Make every constrained sample that will be committed fit its row's budget; rewrites `tokens` in place.
+
+        logits: (N, V) float32, masked (as sampled); tokens: the N sampled ids. Row j of a sequence (after j
+        drafts) has budget `seq.token_budget(max_model_len) - j`. A sample that does not fit (`Cursor.token_fits`)
+        is replaced by a sample of the same row restricted to the tokens that fit (`Cursor.fill_bitmask_within`)
+        with the same argmax / uniform draw, and the restricted row is written back into `logits` (what the row was
+        sampled from, for logprobs). Only rows up to the first one that disagrees with its draft are looked at: the
+        rows after it are never committed. Cost when every sample fits: one `token_fits` per looked-at row (plus
+        one cursor advance per matching draft). Returns request_id -> output position of the first resampled row;
+        a cursor that raises fails its request (into `failed`)."""
+        restricted: dict[str, int] = {}
+        built: list[SamplingBatch] = []
+
+        def step_params() -> SamplingBatch:
+            # The step's SamplingBatch, built once, on the first resample of a sampled row (rare).
+            if not built:
+                built.append(self._sampling_batch(scheduled, logits.device))
+            return built[0]
+
+        r = 0
+        for sc in scheduled:
+            seq = sc.seq
+            if sc.num_logits and seq.cursor is not None and seq.request_id not in failed:
+                try:
+                    first = self._guard_rows(logits, sc, tokens, r, step_params)
+                except Exception as e:  # noqa: BLE001 - a constraint's failure must stay that request's failure
+                    failed[seq.request_id] = f"{type(e).__name__}: {e}"
+                else:
+                    if first is not None:
+                        restricted[seq.request_id] = first
+            r += sc.num_logits
+        return restricted
+
+    def _guard_rows(self, logits: torch.Tensor, sc: ScheduledSequence, tokens: list[int], r: int,
+                    step_params) -> int | None:
+        """The guard over one sequence's rows r .. r + num_logits; the cursor ends where it began.
+        `step_params()`: the step's SamplingBatch (built when first needed)."""
+        seq = sc.seq
+        cursor, drafts = seq.cursor, seq.draft_tokens
+        budget = seq.token_budget(self.max_model_len)
+        first = None
+        walked = 0
+        try:
+            for j in range(sc.num_logits):
+                t = tokens[r + j]
+                if not cursor.token_fits(t, budget - j):
+                    t = tokens[r + j] = self._resample_within(logits, r + j, seq.cursor, seq.mask_words,
+                                                               budget - j, seq.sampling.greedy, step_params)
+                    if first is None:
+                        first = seq.num_output_tokens + j
+                if j >= sc.num_drafts or t != drafts[j]:
+                    break                   # verify.accept commits this row's token and nothing after it
+                if not cursor.advance(t):
+                    raise RuntimeError(f"internal error: draft token {t} fits the budget but not the constraint")
+                walked += 1
+                if cursor.is_terminated():
+                    break                   # the output ends with this draft: later rows are never committed
+        finally:
+            if walked:
+                cursor.rollback(walked)
+        return first
+
+    def _resample_within(self, logits: torch.Tensor, row: int, cursor, mask_words: int, budget: int, greedy: bool,
+                         step_params) -> int:
+        """Restrict logits[row] (of (N, V), in place) to the tokens that fit `budget` from the cursor's state and
+        sample it again: argmax for greedy rows, else `kernels.sampling.sample` with the row's own SamplingBatch
+        row (same seed and step, so the same uniform u: inverse-CDF sampling with the same u is an exact sample of
+        the restricted distribution)."""
+        words = np.zeros((1, self.num_words), dtype=np.int32)                  # (1, W)
+        cursor.fill_bitmask_within(words[0, :mask_words], budget)
+        if not words.any():
+            raise RuntimeError(f"internal error: no token fits the budget of {budget} tokens "
+                               f"(the constraint needs {cursor.min_tokens_to_finish()})")
+        sub = logits[row:row + 1]                                              # (1, V) view
+        backends_for(self.device).apply_token_bitmask(sub, torch.from_numpy(words).to(self.device))
+        if greedy:
+            return int(sub.argmax(dim=-1))
+        return int(sample(sub, step_params().select([row]))[0])
 
     def _process_logits(self, logits: torch.Tensor, scheduled: list[ScheduledSequence],
                         failed: dict[str, str]) -> None:
