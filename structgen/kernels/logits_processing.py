@@ -5,7 +5,7 @@ The whole pipeline of a row, in order (this module does steps 1-3, the runner's 
     1. logit_bias                 logits[t] += bias[t]
     2. repetition_penalty (HF/vLLM, over prompt + output): a seen token's logit l becomes l / p if l > 0 else l * p;
        then frequency / presence (OpenAI, over the output): logits[t] -= freq * count[t] + pres * (count[t] > 0)
-    3. DRY (llama.cpp's "Don't Repeat Yourself", over the output only): see `dry_penalty_lengths`
+    3. DRY (llama.cpp's "Don't Repeat Yourself", over the output only): see `dry_matches`
     4. the constraint mask        (runner: kernels.dispatch apply_token_bitmask)
     5. temperature                logits / T
     6. min_p, then top-k / top-p  (sampling.sample)
@@ -14,9 +14,9 @@ The whole pipeline of a row, in order (this module does steps 1-3, the runner's 
 "Output" for a row that verifies draft position j means the committed output followed by drafts[:j]: if the draft
 is accepted those tokens are the output, so the row is processed exactly as plain decoding would process it.
 
-Every feature is one (R, V) pass, run only when some row of the step uses it; a step where no row uses any feature
-builds nothing (`LogitsProcessing.build` returns None). Rows that do not use a feature get neutral values (bias 0,
-penalty 1 / 0, DRY multiplier 0), which leave their logits bit-identical.
+Every feature is a sparse update of the (R, V) logits at the (row, token) entries it changes (cost ~ the tokens in
+the histories, never R * V), run only when some row of the step uses it; a step where no row uses any feature
+builds nothing (`LogitsProcessing.build` returns None). Rows that do not use a feature are not touched.
 
 `reference_process_row` is the plain per-row implementation the tests compare against.
 """
@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 # DRY match lengths are counted up to this many tokens. Beyond it the penalty is multiplier * base^(cap - allowed):
@@ -61,11 +62,11 @@ def row_needs_history(p) -> bool:
 
 
 def _flat(rows_tokens: list[tuple[int, Sequence[int]]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[(row, token ids)] -> (row index (T,), token id (T,)) int64 on `device`."""
-    rows = [r for r, toks in rows_tokens for _ in range(len(toks))]
-    toks = [t for _, ts in rows_tokens for t in ts]
-    return (torch.tensor(rows, dtype=torch.int64, device=device),
-            torch.tensor(toks, dtype=torch.int64, device=device))
+    """[(row, token ids)] -> (row index (T,), token id (T,)) int64 on `device` (numpy: histories are long lists)."""
+    toks = [np.asarray(ts, dtype=np.int64) for _, ts in rows_tokens]
+    rows = np.repeat(np.asarray([r for r, _ in rows_tokens], dtype=np.int64), [len(t) for t in toks])
+    flat = np.concatenate(toks) if toks else np.zeros(0, dtype=np.int64)
+    return torch.from_numpy(rows).to(device), torch.from_numpy(flat).to(device)
 
 
 @dataclass(frozen=True)
@@ -141,39 +142,48 @@ class LogitsProcessing:
         return cls(num_rows=n, **fields)
 
     def apply_(self, logits: torch.Tensor) -> torch.Tensor:
-        """Steps 1-3 on logits (R, V) float32, in place (and returned). -inf entries stay -inf."""
-        if logits.dim() != 2 or logits.shape[0] != self.num_rows:
-            raise ValueError(f"logits must be ({self.num_rows}, V), got {tuple(logits.shape)}")
-        r, v = logits.shape
+        """Steps 1-3 on logits (R, V) float32, in place (and returned). -inf entries stay -inf.
+
+        Every step touches only the (row, token) entries it changes -- sparse updates of the flattened logits keyed
+        by row * V + token -- so its cost grows with the tokens of the histories, not with R * V."""
+        if logits.dim() != 2 or logits.shape[0] != self.num_rows or not logits.is_contiguous():
+            raise ValueError(f"logits must be contiguous ({self.num_rows}, V), got {tuple(logits.shape)}")
+        v = logits.shape[1]
+        flat = logits.view(-1)  # (R * V,) a view: writes go to logits
         if self.bias is not None:
             rows, toks, vals = self.bias
-            logits.index_put_((rows, toks), vals, accumulate=True)
+            flat.index_add_(0, rows * v + toks, vals)
         if self.rep is not None:
-            seen = torch.zeros(r, v, dtype=torch.bool, device=logits.device)
-            seen[self.seen_rows, self.seen_tokens] = True
-            p = self.rep[:, None]  # (R, 1)
-            scaled = torch.where(logits > 0, logits / p, logits * p)
-            logits.copy_(torch.where(seen, scaled, logits))
+            keys = torch.unique(self.seen_rows * v + self.seen_tokens)  # (U,) each seen (row, token) once
+            x, p = flat[keys], self.rep[keys // v]
+            flat[keys] = torch.where(x > 0, x / p, x * p)
         if self.freq is not None:
-            counts = torch.zeros(r, v, dtype=torch.float32, device=logits.device)
-            counts.index_put_((self.out_rows, self.out_tokens),
-                              torch.ones_like(self.out_tokens, dtype=torch.float32), accumulate=True)
-            logits -= self.freq[:, None] * counts + self.pres[:, None] * (counts > 0).float()
+            keys, counts = torch.unique(self.out_rows * v + self.out_tokens, return_counts=True)  # (U,), (U,)
+            row = keys // v
+            flat.index_add_(0, keys, -(self.freq[row] * counts.float() + self.pres[row]))
         if self.dry_ctx is not None:
-            length = dry_penalty_lengths(self.dry_ctx, self.dry_len, v)  # (R, V) int64
-            expo = (length - self.dry_allowed[:, None]).clamp(min=0).float()
-            penalty = self.dry_mult[:, None] * torch.pow(self.dry_base[:, None], expo)
-            logits -= torch.where(length >= self.dry_allowed[:, None], penalty, torch.zeros_like(penalty))
+            match, nxt = dry_matches(self.dry_ctx, self.dry_len)  # (R, L-1) each
+            allowed = self.dry_allowed[:, None]
+            hit = match >= allowed  # (R, L-1): repeats long enough to penalize the token that followed them
+            if bool(hit.any()):
+                row = hit.nonzero()[:, 0]
+                expo = (match - allowed)[hit].float()
+                penalty = self.dry_mult[row] * torch.pow(self.dry_base[row], expo)  # (H,)
+                # several repeats may precede the same token: the longest (largest penalty) counts, once
+                keys, inverse = torch.unique(row * v + nxt[hit], return_inverse=True)  # (U,), (H,)
+                worst = torch.zeros(keys.shape[0], dtype=penalty.dtype, device=penalty.device)
+                flat[keys] -= worst.scatter_reduce_(0, inverse, penalty, reduce="amax")
         return logits
 
 
-def dry_penalty_lengths(ctx: torch.Tensor, lengths: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """DRY match lengths: (R, V) int64, entry t = the longest n (capped at DRY_MAX_MATCH) such that the context's
-    last n tokens also occur earlier in the context, ending just before an occurrence of t. 0 = no match.
+def dry_matches(ctx: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DRY repeats: for every earlier end position i of each row's context, the length of the longest match
+    between the tokens ending at i and the context's tail (capped at DRY_MAX_MATCH; 0 = none), and the token
+    that followed position i -- the token that would extend the repeat.
 
     ctx: (R, L) int64, each row's tokens right-aligned (the last column is the most recent token), -1 before the
     row's first token; lengths: (R,) int64, the real tokens per row. The earlier occurrence may overlap the tail.
-    """
+    Returns (match (R, L-1) int64, next token (R, L-1) int64; 0 where match is 0 and the position is padding)."""
     r, width = ctx.shape
     k_max = DRY_MAX_MATCH
     pad = torch.full((r, k_max), -1, dtype=ctx.dtype, device=ctx.device)
@@ -190,13 +200,19 @@ def dry_penalty_lengths(ctx: torch.Tensor, lengths: torch.Tensor, vocab_size: in
     for k0 in range(0, k_max, _DRY_CHUNK):
         for k in range(k0, k0 + _DRY_CHUNK):
             # ctx[i - k] for every end i (ctxp is shifted by K) against the k-th most recent token
-            earlier = ctxp[:, k_max + 0 - k: k_max + ends - k]  # (R, L-1)
+            earlier = ctxp[:, k_max - k: k_max + ends - k]  # (R, L-1)
             alive = alive & (earlier == tail[:, k:k + 1]) & (room > k)
             match += alive.long()
         if not bool(alive.any()):
             break
-    nxt = ctx[:, 1:].clamp(min=0)  # (R, L-1) the token following each end (pads only where match is 0)
-    out = torch.zeros(r, vocab_size, dtype=torch.int64, device=ctx.device)
+    return match, ctx[:, 1:].clamp(min=0)
+
+
+def dry_penalty_lengths(ctx: torch.Tensor, lengths: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The dense view of `dry_matches` (for tests and inspection): (R, V) int64, entry t = the longest repeat of
+    the tail that t would extend (0 = none)."""
+    match, nxt = dry_matches(ctx, lengths)
+    out = torch.zeros(ctx.shape[0], vocab_size, dtype=torch.int64, device=ctx.device)
     return out.scatter_reduce_(1, nxt, match, reduce="amax")
 
 
