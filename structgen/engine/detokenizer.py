@@ -16,7 +16,7 @@ class IncrementalDetokenizer:
     def __init__(self, tokenizer, stop: Sequence[str] = (), accept: Callable[[str], bool] | None = None):
         """`accept(text_before_match) -> bool` (optional): whether a stop-string match may end the text; a refused
         match is skipped and the search goes on after it (the engine's rule for constrained requests)."""
-        self._tok = tokenizer
+        self.tokenizer = tokenizer     # public: logprobs name their tokens with it (output_builder)
         self._ids: list[int] = []
         self._prefix_offset = 0         # window start: decoding from here gives context for the next token
         self._read_offset = 0           # tokens up to here are already in self.text
@@ -33,8 +33,8 @@ class IncrementalDetokenizer:
         if self.stopped:
             return
         self._ids.extend(token_ids)
-        prefix = self._tok.decode(self._ids[self._prefix_offset:self._read_offset])
-        full = self._tok.decode(self._ids[self._prefix_offset:])
+        prefix = self.tokenizer.decode(self._ids[self._prefix_offset:self._read_offset])
+        full = self.tokenizer.decode(self._ids[self._prefix_offset:])
         if full.endswith(_REPLACEMENT) or len(full) <= len(prefix):
             return                      # an incomplete character: wait for more bytes
         new = full[len(prefix):]

@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from ..fsm.budget import budget_refusal
 from . import output_builder
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
@@ -44,10 +45,7 @@ def admission_error(seq: Sequence, max_model_len: int) -> str | None:
         need = seq.cursor.min_tokens_to_finish()
     except Exception as e:  # noqa: BLE001 - e.g. ConstraintTooComplexError while measuring the bound
         return f"{type(e).__name__}: {e}"
-    if need <= budget:
-        return None
-    return (f"the constraint needs at least {need} tokens to complete but the budget is {budget} "
-            f"(max_tokens={seq.sampling.max_tokens}, context room={room})")
+    return budget_refusal(need, seq.sampling.max_tokens, room)
 
 
 class LLMEngine:
@@ -321,6 +319,8 @@ class LLMEngine:
                 if prev is not None:
                     o.token_ids = prev.token_ids + o.token_ids
                     o.text = prev.text + o.text
+                    if prev.logprobs is not None or o.logprobs is not None:
+                        o.logprobs = (prev.logprobs or []) + (o.logprobs or [])
                 acc[o.request_id] = o
         return acc
 

@@ -98,4 +98,4 @@ def build_output(seq: Sequence, tokens: list[int], finished: bool) -> GenerateOu
             ttft_s=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
             total_s=now - seq.arrival_time),
         # the delta's tokens' logprobs, recorded by the runner (None unless SamplingParams.logprobs)
-        logprobs=sampling_state.take(seq, tokens, getattr(seq.detokenizer, "_tok", None)))
+        logprobs=sampling_state.take(seq, tokens, getattr(seq.detokenizer, "tokenizer", None)))

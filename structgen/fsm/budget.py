@@ -44,6 +44,22 @@ SUCCESSOR_CACHE_SIZE = 256
 _MISSING = object()
 
 
+
+def budget_refusal(need: int, max_tokens: int, room: int) -> str | None:
+    """Why a constrained request cannot be served inside its token budget, in words a user can act on, or None when
+    its shortest completion (`need` tokens, from Cursor.min_tokens_to_finish) fits min(max_tokens, context room).
+
+    One wording for every API: the engine fails the request with it and the gRPC servicer answers INVALID_ARGUMENT
+    with it."""
+    budget = min(max_tokens, room)
+    if need <= budget:
+        return None
+    if need >= UNREACHABLE:
+        return ("the constraint cannot be completed with this model's tokenizer: no sequence of its tokens spells a "
+                "complete match")
+    return (f"the constraint needs at least {need} tokens to complete but the budget is {budget} "
+            f"(max_tokens={max_tokens}, context room={room})")
+
 class TokenBounds:
     """Token bounds of one TokenIndex (shared by every cursor of its constraint; thread-safe)."""
 

@@ -18,6 +18,7 @@ from .. import __version__
 from .._proto import structgen_pb2 as pb
 from .._proto import structgen_pb2_grpc as pb_grpc
 from ..errors import ConstraintError
+from ..fsm.budget import budget_refusal
 from . import wire
 from .admission import Admission, Ticket
 from .config import ServerConfig
@@ -270,8 +271,9 @@ class StructGenServicer(pb_grpc.StructGenServicer):
             tokens = await asyncio.to_thread(lambda: compiled.cursor().min_tokens_to_finish())
         except ConstraintError as e:
             raise wire.constraint_error(e) from None
-        if tokens > min(max_tokens, room):
-            raise wire.budget_error(tokens, max_tokens, room)
+        refusal = budget_refusal(tokens, max_tokens, room)
+        if refusal is not None:
+            raise wire.budget_error(refusal)
 
     async def _run(self, engine_requests: list, ticket: Ticket, context, on_output, rec: _CallRecord):
         """Stream the engine's outputs of every choice into `on_output(index, out)` under the call's deadline;

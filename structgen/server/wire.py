@@ -174,10 +174,10 @@ def finish_reason_pb(reason: str | None) -> int:
     return _FINISH.get(reason or "", pb.FINISH_REASON_UNSPECIFIED)
 
 
-def budget_error(need: int, max_tokens: int, room: int) -> RequestError:
-    """INVALID_ARGUMENT for a constraint whose shortest completion (`need` tokens) does not fit the budget."""
-    return invalid(f"the constraint needs at least {need} tokens to complete but the budget is "
-                   f"{min(max_tokens, room)} (max_tokens={max_tokens}, context room={room})")
+def budget_error(message: str) -> RequestError:
+    """INVALID_ARGUMENT for a constraint whose shortest completion does not fit the budget
+    (the message is structgen.fsm.budget.budget_refusal's)."""
+    return invalid(message)
 
 
 def _text(text: str) -> str:

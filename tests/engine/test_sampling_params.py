@@ -59,20 +59,11 @@ def _requests(tok, tag: str, **sp) -> list[GenerateRequest]:
 
 
 def _run(engine, reqs):
-    """Every request to completion: the final output with token ids, text and logprobs of all its deltas."""
-    acc = {}
-    for r in reqs:
-        engine.add_request(r)
-    while engine.has_unfinished():
-        for o in engine.step():
-            prev = acc.get(o.request_id)
-            if prev is not None:
-                o.token_ids, o.text = prev.token_ids + o.token_ids, prev.text + o.text
-                if o.logprobs is not None:
-                    o.logprobs = prev.logprobs + o.logprobs
-            acc[o.request_id] = o
+    """Every request to completion through LLMEngine.generate (which joins token ids, text and logprobs of all the
+    deltas of a request)."""
+    outs = engine.generate(reqs)
     engine.close()
-    return [acc[r.request_id] for r in reqs]
+    return [outs[r.request_id] for r in reqs]
 
 
 def _check_valid(out):

@@ -358,3 +358,20 @@ def test_bytes_no_token_spells_real_tokenizer(real_tok):
     assert cur.is_final() and len(toks) <= b and real_tok.decode(toks) == "abcd"
     # Only unspellable ways out: no budget is enough.
     assert compile_regex("[\U00040000-\U00040010]", real_tok).cursor().min_tokens_to_finish() == UNREACHABLE
+
+
+def test_budget_refusal_names_both_numbers_and_the_smaller_limit():
+    from structgen.fsm.budget import budget_refusal
+
+    assert budget_refusal(need=40, max_tokens=64, room=500) is None
+    assert budget_refusal(need=40, max_tokens=40, room=40) is None
+    assert budget_refusal(need=40, max_tokens=800, room=30) == (
+        "the constraint needs at least 40 tokens to complete but the budget is 30 (max_tokens=800, context room=30)")
+
+
+def test_budget_refusal_of_a_constraint_the_tokenizer_cannot_complete_says_so():
+    from structgen.fsm.budget import UNREACHABLE, budget_refusal
+
+    msg = budget_refusal(need=UNREACHABLE, max_tokens=1024, room=8000)
+    assert "cannot be completed with this model's tokenizer" in msg
+    assert str(UNREACHABLE) not in msg

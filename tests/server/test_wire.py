@@ -95,8 +95,10 @@ def test_logprobs_out():
     assert wire.logprobs_pb(None) == []
 
 
-def test_budget_error_names_both_numbers():
-    e = wire.budget_error(need=40, max_tokens=8, room=500)
+def test_budget_error_is_invalid_argument_naming_both_numbers():
+    from structgen.fsm.budget import budget_refusal
+
+    e = wire.budget_error(budget_refusal(need=40, max_tokens=8, room=500))
     assert e.code == grpc.StatusCode.INVALID_ARGUMENT
     assert e.message == ("the constraint needs at least 40 tokens to complete but the budget is 8 "
                          "(max_tokens=8, context room=500)")
