@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "serve": ("structgen.server.cli", "run the gRPC server (default: the embedded SmolLM2-135M-Instruct)"),
     "extract": ("structgen.client.cli", "extract JSON from documents with a schema (via a server or --local)"),
     "compile": ("structgen.fsm.cli", "compile a constraint and print its states, compile time and cache status"),
-    "bench": ("structgen.bench.cli", "benchmarks: masks | coverage | serve | engine | speculative"),
+    "bench": ("structgen.bench.cli", "benchmarks: masks | coverage | serve | engine | speculative | extraction"),
 }
 
 

@@ -59,7 +59,7 @@ class SetCursor:
     def rollback(self, n):
         del self.history[len(self.history) - n:]
 
-    # No end to reach: every allowed token fits any budget >= 1 (the budget guard is tested in test_budget.py).
+    # No end to reach: every allowed token fits any budget >= 1 (the budget guard is tested in test_budget_guard.py).
     def token_fits(self, t, budget):
         return budget >= 1 and t in self._allowed()
 
