@@ -163,37 +163,14 @@ class TokenBounds:
         """Shortest byte path from `start` to a final state or a state of known distance; every state on the
         path found gets its (exact) distance."""
         index = self._index
-        tie = itertools.count()
-        heap = [(0, next(tie), start, False)]
-        best = {start: 0}
-        parent: dict[int, int] = {}
-        settled: set[int] = set()
-        while heap:
-            d, _, s, done = heapq.heappop(heap)
-            if done:
-                total, node, k = d, s, best[s]
-                while True:
-                    self._dist.setdefault(node, total - k)
-                    if node == start:
-                        return total
-                    node = parent[node]
-                    k = best[node]
-            if s in settled:
-                continue
-            settled.add(s)
-            if len(settled) > MAX_SEARCH_STATES:
-                raise ConstraintTooComplexError("states searched for the shortest completion", MAX_SEARCH_STATES)
-            if len(settled) % 256 == 0:
-                index.check_deadline()
-            known = 0 if index.is_final(s) else self._dist.get(s)
-            if known is not None:
-                heapq.heappush(heap, (d + known, next(tie), s, True))
-                continue
-            for t in set(index.byte_row(s).tolist()):
-                if t != DEAD and t not in settled and d + 1 < best.get(t, d + 2):
-                    best[t], parent[t] = d + 1, s
-                    heapq.heappush(heap, (d + 1, next(tie), t, False))
-        raise ValueError(f"state {start} has no way to a final state (automaton invariant broken)")
+        d = _shortest_to_known(
+            start, known_at=lambda s: 0 if index.is_final(s) else self._dist.get(s),
+            successors=lambda s: {t for t in index.byte_row(s).tolist() if t != DEAD},
+            record=self._dist.setdefault, what="states searched for the shortest completion",
+            check_deadline=index.check_deadline, check_every=256)
+        if d is None:
+            raise ValueError(f"state {start} has no way to a final state (automaton invariant broken)")
+        return d
 
     def _next_byte(self, s: int) -> int:
         """The canonical next byte of non-final `s`: the smallest byte whose successor is one byte closer,
@@ -294,37 +271,53 @@ class TokenBounds:
         """bound(start) where greedy spelling fails: shortest token path to a state whose bound is known
         without a search (its bound added); every state on the path found gets its bound."""
         index = self._index
-        tie = itertools.count()
-        heap = [(0, next(tie), start, False)]
-        best = {start: 0}
-        parent: dict[int, int] = {}
-        settled: set[int] = set()
-        while heap:
-            d, _, s, done = heapq.heappop(heap)
-            if done:
-                total, node = d, s
-                while True:
-                    self._bound.setdefault(node, total - best[node])
-                    if node == start:
-                        return total
-                    node = parent[node]
-            if s in settled:
-                continue
-            settled.add(s)
-            if len(settled) > MAX_SEARCH_STATES:
-                raise ConstraintTooComplexError("states searched for the fewest tokens to finish", MAX_SEARCH_STATES)
-            index.check_deadline()
-            known = self._terminal(s) if s != start else (0 if index.is_final(s) else None)
-            if known is not None:
-                if known < UNREACHABLE:
-                    heapq.heappush(heap, (d + known, next(tie), s, True))
-                continue
-            _, states = index.successors(s)
-            for t in np.unique(states).tolist():
-                if t not in settled and d + 1 < best.get(t, d + 2):
-                    best[t], parent[t] = d + 1, s
-                    heapq.heappush(heap, (d + 1, next(tie), t, False))
+        d = _shortest_to_known(
+            start, known_at=lambda s: self._terminal(s) if s != start else (0 if index.is_final(s) else None),
+            successors=lambda s: np.unique(index.successors(s)[1]).tolist(),
+            record=self._bound.setdefault, what="states searched for the fewest tokens to finish",
+            check_deadline=index.check_deadline, check_every=1)
+        if d is not None:
+            return d
         # NOTE: the byte automaton is productive, but a vocabulary without some single-byte tokens can strand a
         # token walk (a token that ends where only an unspellable byte continues): no budget is enough there.
         self._bound[start] = UNREACHABLE
         return UNREACHABLE
+
+
+def _shortest_to_known(start: int, *, known_at, successors, record, what: str, check_deadline,
+                       check_every: int) -> int | None:
+    """Unit-cost Dijkstra from `start` to the nearest state whose remaining cost is known: `known_at(s)` gives it
+    (a final state: 0; UNREACHABLE or None: not a way out). Returns the path length plus that cost, after calling
+    `record(state, its remaining cost)` for every state on the path found (exact: a suffix of a shortest path is
+    shortest); None when no way out is reachable. Past MAX_SEARCH_STATES states: ConstraintTooComplexError."""
+    tie = itertools.count()
+    heap = [(0, next(tie), start, False)]       # (cost, tie-break, state, cost is final = reached a known state)
+    best = {start: 0}
+    parent: dict[int, int] = {}
+    settled: set[int] = set()
+    while heap:
+        d, _, s, done = heapq.heappop(heap)
+        if done:
+            node = s
+            while True:
+                record(node, d - best[node])
+                if node == start:
+                    return d
+                node = parent[node]
+        if s in settled:
+            continue
+        settled.add(s)
+        if len(settled) > MAX_SEARCH_STATES:
+            raise ConstraintTooComplexError(what, MAX_SEARCH_STATES)
+        if len(settled) % check_every == 0:
+            check_deadline()
+        known = known_at(s)
+        if known is not None:
+            if known < UNREACHABLE:
+                heapq.heappush(heap, (d + known, next(tie), s, True))
+            continue
+        for t in successors(s):
+            if t not in settled and d + 1 < best.get(t, d + 2):
+                best[t], parent[t] = d + 1, s
+                heapq.heappush(heap, (d + 1, next(tie), t, False))
+    return None

@@ -11,10 +11,8 @@ import time
 
 import jsonschema
 import pytest
-import torch
 
 import structgen
-from speculation.test_draft_model import tiny_model  # tests/engine is on sys.path (rootdir-relative imports)
 from structgen.bench.cases import default_data_dir
 from structgen.engine.config import EngineConfig
 from structgen.engine.engine import LLMEngine
@@ -51,16 +49,6 @@ def check(spec, out, max_tokens: int) -> None:
     assert len(out.token_ids) <= max_tokens, out
     assert out.usage.completion_tokens <= max_tokens
     assert valid(spec, out.text), (spec.kind, out.text)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return structgen.default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_model()
 
 
 def engine(model, tok, **cfg) -> LLMEngine:

@@ -14,12 +14,10 @@ from collections import Counter
 import jsonschema
 import pytest
 
-import structgen
 from structgen.engine.config import EngineConfig
 from structgen.engine.engine import LLMEngine
 from structgen.engine.requests import ConstraintSpec, GenerateRequest, SamplingParams
 
-from speculation.test_draft_model import tiny_model  # tests/engine is on sys.path (rootdir-relative imports)
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24},
                                            "tags": {"type": "array", "items": {"type": "string", "maxLength": 8},
@@ -27,16 +25,6 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength
           "required": ["name", "tags"], "additionalProperties": False}
 PENALTIES = dict(frequency_penalty=0.4, presence_penalty=0.3, repetition_penalty=1.3, dry_multiplier=0.8,
                  dry_allowed_length=2, logit_bias={11: 3.0, 28: -5.0})
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return structgen.default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_model()
 
 
 def _engine(tiny, tok, **cfg) -> LLMEngine:
