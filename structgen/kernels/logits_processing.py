@@ -5,7 +5,10 @@ The whole pipeline of a row, in order (this module does steps 1-3, the runner's 
     1. logit_bias                 logits[t] += bias[t]
     2. repetition_penalty (HF/vLLM, over prompt + output): a seen token's logit l becomes l / p if l > 0 else l * p;
        then frequency / presence (OpenAI, over the output): logits[t] -= freq * count[t] + pres * (count[t] > 0)
-    3. DRY (llama.cpp's "Don't Repeat Yourself", over the output only): see `dry_matches`
+    3. DRY (llama.cpp's "Don't Repeat Yourself", over the output only): see `dry_matches`; a token that would
+       extend a repeat is NOT penalized when the repeated tail followed by it is a span of the prompt (copying
+       the document, even a second time -- a name in a title and again in its own field -- is what extraction
+       does; a loop runs past any span of the prompt and is penalized there)
     4. the constraint mask        (runner: kernels.dispatch apply_token_bitmask)
     5. temperature                logits / T
     6. min_p, then top-k / top-p  (sampling.sample)
@@ -93,6 +96,7 @@ class LogitsProcessing:
     dry_allowed: torch.Tensor | None = None
     dry_ctx: torch.Tensor | None = None
     dry_len: torch.Tensor | None = None
+    dry_prompts: tuple | None = None    # (R,) per row: its prompt ids as an int64 numpy array (None: no DRY)
 
     @classmethod
     def build(cls, rows: Sequence[RowHistory | None], device="cpu") -> "LogitsProcessing | None":
@@ -139,6 +143,8 @@ class LogitsProcessing:
             fields["dry_allowed"] = torch.tensor(
                 [rows[i].params.dry_allowed_length if i in dry else 1 for i in range(n)], dtype=torch.int64,
                 device=device)
+            fields["dry_prompts"] = tuple(np.asarray(rows[i].prompt, dtype=np.int64) if i in dry else None
+                                          for i in range(n))
         return cls(num_rows=n, **fields)
 
     def apply_(self, logits: torch.Tensor) -> torch.Tensor:
@@ -172,8 +178,36 @@ class LogitsProcessing:
                 # several repeats may precede the same token: the longest (largest penalty) counts, once
                 keys, inverse = torch.unique(row * v + nxt[hit], return_inverse=True)  # (U,), (H,)
                 worst = torch.zeros(keys.shape[0], dtype=penalty.dtype, device=penalty.device)
-                flat[keys] -= worst.scatter_reduce_(0, inverse, penalty, reduce="amax")
+                worst.scatter_reduce_(0, inverse, penalty, reduce="amax")
+                longest = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
+                longest.scatter_reduce_(0, inverse, match[hit], reduce="amax")  # (U,) the n of each penalty
+                worst *= self._not_prompt_copies(keys, longest, v).to(worst.device)
+                flat[keys] -= worst
         return logits
+
+
+    def _not_prompt_copies(self, keys: torch.Tensor, longest: torch.Tensor, v: int) -> torch.Tensor:
+        """(U,) float32: 0 where the penalty of key row * V + token is waived (the row's last `longest` output
+        tokens followed by the token are a span of its prompt), else 1. Host work over the few penalized keys."""
+        rows, toks, ns = (keys // v).tolist(), (keys % v).tolist(), longest.tolist()
+        ctx = self.dry_ctx.cpu().numpy()  # (R, L) right-aligned
+        keep = [1.0] * len(rows)
+        for u, (r, t, n) in enumerate(zip(rows, toks, ns)):
+            if prompt_has_span(self.dry_prompts[r], ctx[r, ctx.shape[1] - n:], t):
+                keep[u] = 0.0
+        return torch.tensor(keep, dtype=torch.float32)
+
+
+def prompt_has_span(prompt: np.ndarray, tail: np.ndarray, token: int) -> bool:
+    """Whether `tail` followed by `token` occurs contiguously in `prompt` (int64 arrays)."""
+    n = len(tail)
+    if prompt is None or len(prompt) <= n:
+        return False
+    ends = np.nonzero(prompt[n:] == token)[0] + n  # positions of `token` with room for the tail before it
+    for e in ends.tolist():
+        if np.array_equal(prompt[e - n:e], tail):
+            return True
+    return False
 
 
 def dry_matches(ctx: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,6 +271,8 @@ def reference_process_row(logits: torch.Tensor, params, prompt: Sequence[int], o
                 n += 1
             best[ctx[i + 1]] = max(best.get(ctx[i + 1], 0), n)
         for t, n in best.items():
-            if n >= params.dry_allowed_length:
+            copies_prompt = any(list(prompt[e - n:e + 1]) == ctx[len(ctx) - n:] + [t]
+                                for e in range(n, len(prompt)))
+            if n >= params.dry_allowed_length and not copies_prompt:
                 x[t] -= params.dry_multiplier * math.pow(params.dry_base, n - params.dry_allowed_length)
     return x

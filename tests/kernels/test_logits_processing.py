@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
 from structgen.engine.requests import SamplingParams
 from structgen.kernels.logits_processing import (DRY_MAX_MATCH, LogitsProcessing, RowHistory, dry_penalty_lengths,
+                                                  prompt_has_span,
                                                  reference_process_row)
 
 V = 40
@@ -52,8 +54,13 @@ def test_batched_equals_the_per_row_reference(seed):
         if rng.random() < 0.15:
             rows.append(None)
             continue
-        rows.append(RowHistory(_random_params(rng), _repetitive(rng, rng.randrange(1, 30)),
-                               _repetitive(rng, rng.randrange(0, 80))))
+        output = _repetitive(rng, rng.randrange(0, 80))
+        prompt = _repetitive(rng, rng.randrange(1, 30))
+        if output and rng.random() < 0.5:
+            # the output copies a span of the prompt (DRY's prompt-copy exemption must agree with the reference)
+            start = rng.randrange(len(output))
+            prompt = prompt + output[start:start + rng.randrange(2, 16)] + prompt[:3]
+        rows.append(RowHistory(_random_params(rng), prompt, output))
     logits = torch.randn(len(rows), V, generator=torch.Generator().manual_seed(seed)) * 3
     logits[:, ::7] = float("-inf")  # masked-looking entries stay -inf
     proc = LogitsProcessing.build(rows)
@@ -116,9 +123,25 @@ def test_dry_never_counts_the_prompt():
     p = SamplingParams(dry_multiplier=1.0, dry_allowed_length=2)
     out = LogitsProcessing.build([RowHistory(p, span + [1, 2] + span, span[:4])]).apply_(torch.zeros(1, V))
     assert out.abs().sum() == 0
-    # ... while the same span repeated inside the output is penalized
+    # ... copying it a second time is free too (a name in a title and again in its own field) ...
     out = LogitsProcessing.build([RowHistory(p, span, span + span[:4])]).apply_(torch.zeros(1, V))
+    assert out.abs().sum() == 0
+    # ... but a loop that runs past the prompt's span is penalized where it leaves it: after span + span the
+    # output would restart the span (20), which never follows the whole span in the prompt.
+    out = LogitsProcessing.build([RowHistory(p, span, span + span)]).apply_(torch.zeros(1, V))
+    assert out[0, 20] < 0 and int((out[0] != 0).sum()) == 1
+    # and a repeat of text the prompt does not hold is penalized as before
+    out = LogitsProcessing.build([RowHistory(p, [1, 2, 3], span + span[:4])]).apply_(torch.zeros(1, V))
     assert out[0, 24] < 0
+
+
+def test_prompt_has_span():
+    prompt = np.array([5, 6, 7, 8, 6, 7, 9], dtype=np.int64)
+    assert prompt_has_span(prompt, np.array([6, 7]), 9) and prompt_has_span(prompt, np.array([6, 7]), 8)
+    assert not prompt_has_span(prompt, np.array([5, 7]), 8)
+    assert prompt_has_span(prompt, np.array([], dtype=np.int64), 9)
+    assert not prompt_has_span(prompt, np.array([8, 6, 7]), 8)
+    assert not prompt_has_span(prompt, np.arange(7), 1)      # longer than the prompt
 
 
 def test_dry_range_limits_the_search_and_long_matches_are_capped():
