@@ -6,9 +6,11 @@ The whole pipeline of a row, in order (this module does steps 1-3, the runner's 
     2. repetition_penalty (HF/vLLM, over prompt + output): a seen token's logit l becomes l / p if l > 0 else l * p;
        then frequency / presence (OpenAI, over the output): logits[t] -= freq * count[t] + pres * (count[t] > 0)
     3. DRY (llama.cpp's "Don't Repeat Yourself", over the output only): see `dry_matches`; a token that would
-       extend a repeat is NOT penalized when the repeated tail followed by it is a span of the prompt (copying
-       the document, even a second time -- a name in a title and again in its own field -- is what extraction
-       does; a loop runs past any span of the prompt and is penalized there)
+       extend a repeat is NOT penalized when it copies the prompt: the last DRY_COPY_CONTEXT tokens of the repeat
+       followed by it are a span of the prompt. Copying the document, even a second time (a name in a title and
+       again in its own field, the same year in two dates), is what extraction does; only the tail is compared,
+       because the repeat itself usually spans JSON syntax the prompt does not hold (`": "2023-0`). A loop is
+       penalized where it leaves the prompt: at its seam, where the span's end is followed by its start again.
     4. the constraint mask        (runner: kernels.dispatch apply_token_bitmask)
     5. temperature                logits / T
     6. min_p, then top-k / top-p  (sampling.sample)
@@ -37,6 +39,8 @@ import torch
 # with the default base 1.75 and allowed length 2 that is ~1e7, a ban, so a longer match changes nothing but cost.
 DRY_MAX_MATCH = 32
 _DRY_CHUNK = 8                          # match positions compared per pass (early exit when no match goes on)
+# A penalized continuation that, with this many tokens before it, appears in the prompt is a copy (see step 3).
+DRY_COPY_CONTEXT = 3
 
 
 @dataclass(frozen=True)
@@ -187,13 +191,15 @@ class LogitsProcessing:
 
 
     def _not_prompt_copies(self, keys: torch.Tensor, longest: torch.Tensor, v: int) -> torch.Tensor:
-        """(U,) float32: 0 where the penalty of key row * V + token is waived (the row's last `longest` output
-        tokens followed by the token are a span of its prompt), else 1. Host work over the few penalized keys."""
+        """(U,) float32: 0 where the penalty of key row * V + token is waived (the row's last min(`longest`,
+        DRY_COPY_CONTEXT) output tokens followed by the token are a span of its prompt), else 1. Host work over
+        the few penalized keys."""
         rows, toks, ns = (keys // v).tolist(), (keys % v).tolist(), longest.tolist()
         ctx = self.dry_ctx.cpu().numpy()  # (R, L) right-aligned
         keep = [1.0] * len(rows)
         for u, (r, t, n) in enumerate(zip(rows, toks, ns)):
-            if prompt_has_span(self.dry_prompts[r], ctx[r, ctx.shape[1] - n:], t):
+            m = min(n, DRY_COPY_CONTEXT)
+            if prompt_has_span(self.dry_prompts[r], ctx[r, ctx.shape[1] - m:], t):
                 keep[u] = 0.0
         return torch.tensor(keep, dtype=torch.float32)
 
@@ -271,8 +277,9 @@ def reference_process_row(logits: torch.Tensor, params, prompt: Sequence[int], o
                 n += 1
             best[ctx[i + 1]] = max(best.get(ctx[i + 1], 0), n)
         for t, n in best.items():
-            copies_prompt = any(list(prompt[e - n:e + 1]) == ctx[len(ctx) - n:] + [t]
-                                for e in range(n, len(prompt)))
+            m = min(n, DRY_COPY_CONTEXT)
+            copies_prompt = any(list(prompt[e - m:e + 1]) == ctx[len(ctx) - m:] + [t]
+                                for e in range(m, len(prompt)))
             if n >= params.dry_allowed_length and not copies_prompt:
                 x[t] -= params.dry_multiplier * math.pow(params.dry_base, n - params.dry_allowed_length)
     return x

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from structgen.engine.requests import SamplingParams
-from structgen.kernels.logits_processing import (DRY_MAX_MATCH, LogitsProcessing, RowHistory, dry_penalty_lengths,
-                                                  prompt_has_span,
-                                                 reference_process_row)
+from structgen.kernels.logits_processing import (DRY_COPY_CONTEXT, DRY_MAX_MATCH, LogitsProcessing, RowHistory,
+                                                  dry_penalty_lengths, prompt_has_span, reference_process_row)
 
 V = 40
 
@@ -133,6 +132,21 @@ def test_dry_never_counts_the_prompt():
     # and a repeat of text the prompt does not hold is penalized as before
     out = LogitsProcessing.build([RowHistory(p, [1, 2, 3], span + span[:4])]).apply_(torch.zeros(1, V))
     assert out[0, 24] < 0
+
+
+def test_dry_compares_only_the_last_tokens_of_a_repeat_with_the_prompt():
+    """A repeat spanning JSON syntax the prompt lacks (`", "due": "2023-0` after `"issue": "2023-0`) still copies
+    the prompt in its last DRY_COPY_CONTEXT tokens: the year and month of a second date are free."""
+    key1, key2, sep, y, dash, zero, three, five = 30, 31, 32, 33, 34, 35, 36, 37
+    prompt = [7, y, dash, zero, three, 8, y, dash, zero, five, 9]          # "2023-03 ... 2023-05" in the document
+    output = [key1, sep, y, dash, zero, three, key2, sep, y, dash, zero]   # second date, after "2023-0"
+    p = SamplingParams(dry_multiplier=1.0, dry_allowed_length=2)
+    out = LogitsProcessing.build([RowHistory(p, prompt, output)]).apply_(torch.zeros(1, V))
+    assert out[0, three] == 0 and out[0, five] == 0     # both continue a 4-token span of the prompt
+    assert DRY_COPY_CONTEXT == 3
+    # without the dates in the prompt the same repeat is penalized (the token that followed it before: three)
+    out = LogitsProcessing.build([RowHistory(p, [7, 8, 9], output)]).apply_(torch.zeros(1, V))
+    assert out[0, three] < 0
 
 
 def test_prompt_has_span():
