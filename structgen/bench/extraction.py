@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..client.extraction import EXTRACT_SAMPLING_DEFAULTS
 from . import stats
 from .cases import ExtractionItem, default_data_dir, load_extraction
 from .report import header_markdown, markdown_table, run_header, write_jsonl
@@ -330,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
     records.append({"type": "total", "wall_s": total_s})
     out = Path(args.out)
     write_jsonl(out / "results.jsonl", records)
-    sampling = ", ".join(f"{k}={v}" for k, v in params.items()) or "extract's defaults (greedy)"
+    sampling = ", ".join(f"{k}={v}" for k, v in params.items()) or f"extract's defaults (greedy, {EXTRACT_SAMPLING_DEFAULTS})"
     note = (f"Each item once through `extract`'s request ({sampling}), max_tokens {args.max_tokens}, "
             f"{args.concurrency} in flight, target {args.target}; whole run {total_s:.0f} s. Valid value: the output "
             "parses as JSON and validates (jsonschema Draft 2020-12, formats checked); extract returned a value: the "

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="default", help="--local: 'default' or a model folder / GGUF file")
     p.add_argument("--device", default="auto", help="--local: auto | cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    s = p.add_argument_group("sampling (default: greedy, no penalties)")
+    s = p.add_argument_group("sampling (default: greedy, the DRY loop guard at 0.8, no other penalties)")
     for flag, kind, text in SAMPLING_FLAGS:
         s.add_argument(flag, type=kind, default=None, help=text)
     s.add_argument("--logit-bias", action="append", default=None, metavar="TOKEN_ID=BIAS",
@@ -58,7 +58,8 @@ SAMPLING_FLAGS = (
     ("--presence-penalty", float, "OpenAI presence penalty in [-2, 2], over the output"),
     ("--repetition-penalty", float, "HF/vLLM repetition penalty > 0 over prompt + output (1 = off)"),
     ("--min-p", float, "min-p in [0, 1] (0 = off)"),
-    ("--dry-multiplier", float, "DRY repetition guard strength (0 = off); never penalizes copying the document"),
+    ("--dry-multiplier", float,
+     "DRY repetition guard strength (extract's default 0.8; 0 = off); never penalizes copying the document"),
     ("--dry-base", float, "DRY: penalty growth per repeated token, > 1 (default 1.75)"),
     ("--dry-allowed-length", int, "DRY: repeats this long are free (default 2)"),
     ("--dry-range", int, "DRY: output tokens searched for repeats (0 = all, the default)"),

@@ -15,7 +15,7 @@ import grpc
 
 from .._proto import structgen_pb2 as pb
 from .errors import from_rpc_error
-from .extraction import DEFAULT_EXTRACT_MAX_TOKENS, Extracted, ExtractionTask
+from .extraction import DEFAULT_EXTRACT_MAX_TOKENS, EXTRACT_SAMPLING_DEFAULTS, Extracted, ExtractionTask
 
 _FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length", pb.FINISH_REASON_BUDGET: "budget"}
 
@@ -297,6 +297,7 @@ def extract_call(task: ExtractionTask, text: str, max_tokens: int | None = None,
     unknown = sorted(set(sampling) - set(EXTRACT_SAMPLING))
     if unknown:
         raise TypeError(f"extract does not take {', '.join(unknown)}; it takes {', '.join(EXTRACT_SAMPLING)}")
+    sampling = {**EXTRACT_SAMPLING_DEFAULTS, **sampling}
     request = build_request(messages=task.messages(text), json_schema=task.schema,
                             max_tokens=max_tokens or DEFAULT_EXTRACT_MAX_TOKENS, **sampling)
 

@@ -59,3 +59,15 @@ def test_extract_takes_sampling_but_not_n_or_logprobs():
     for bad in (dict(n=2), dict(logprobs=True), dict(tempreature=0.5)):
         with pytest.raises(TypeError, match="extract does not take"):
             extract_call(task, "doc", None, **bad)
+
+
+def test_extract_guards_against_loops_by_default_and_the_caller_can_turn_it_off():
+    from structgen.client.extraction import EXTRACT_SAMPLING_DEFAULTS, ExtractionTask
+    from structgen.client.wire import build_request, extract_call
+
+    task = ExtractionTask.of({"type": "object"})
+    assert EXTRACT_SAMPLING_DEFAULTS == {"dry_multiplier": 0.8}
+    assert extract_call(task, "doc").request.sampling.dry_multiplier == pytest.approx(0.8)
+    assert extract_call(task, "doc", dry_multiplier=0.0).request.sampling.dry_multiplier == 0.0
+    # generate stays neutral
+    assert build_request(prompt="x").sampling.dry_multiplier == 0.0
