@@ -331,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
     records.append({"type": "total", "wall_s": total_s})
     out = Path(args.out)
     write_jsonl(out / "results.jsonl", records)
-    sampling = ", ".join(f"{k}={v}" for k, v in params.items()) or f"extract's defaults (greedy, {EXTRACT_SAMPLING_DEFAULTS})"
+    # extract's own defaults apply under whatever --param sets (greedy unless a temperature is given)
+    sampling = ", ".join(f"{k}={v}" for k, v in {**EXTRACT_SAMPLING_DEFAULTS, **params}.items())
     note = (f"Each item once through `extract`'s request ({sampling}), max_tokens {args.max_tokens}, "
             f"{args.concurrency} in flight, target {args.target}; whole run {total_s:.0f} s. Valid value: the output "
             "parses as JSON and validates (jsonschema Draft 2020-12, formats checked); extract returned a value: the "
