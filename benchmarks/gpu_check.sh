@@ -68,7 +68,8 @@ note ""
 note "## steps"
 if "$PY" -c "import pytest" 2>/dev/null; then
   step cuda_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m cuda -rs \
-    tests/kernels/test_attention.py tests/kernels/test_bitmask_kernel.py tests/engine/test_model.py
+    tests/kernels/test_attention.py tests/kernels/test_bitmask_kernel.py tests/kernels/test_sampling.py \
+    tests/kernels/test_logits_processing.py tests/engine/test_model.py
   tail -n 5 "$OUT/cuda_tests.log" | sed 's/^/    /' >> "$SUMMARY"
 else
   note "- cuda_tests: SKIPPED (pytest is not installed)"

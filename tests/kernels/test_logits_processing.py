@@ -170,3 +170,16 @@ def test_wrong_row_count_is_a_value_error():
     proc = LogitsProcessing.build([RowHistory(SamplingParams(logit_bias={1: 1.0}), (), ())])
     with pytest.raises(ValueError):
         proc.apply_(torch.zeros(2, V))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_processing_matches_the_per_row_reference():
+    rng = random.Random(5)
+    rows = [RowHistory(_random_params(rng), _repetitive(rng, 20), _repetitive(rng, 60)) for _ in range(16)]
+    logits = torch.randn(len(rows), V, generator=torch.Generator().manual_seed(5)) * 3
+    proc = LogitsProcessing.build(rows, device="cuda")
+    got = proc.apply_(logits.clone().cuda()).cpu() if proc is not None else logits
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(got[i], reference_process_row(logits[i], r.params, r.prompt, r.output),
+                                   rtol=1e-5, atol=1e-4, msg=f"row {i}: {r}")
