@@ -66,6 +66,11 @@ def constraint_from_pb(c: pb.Constraint, *, allow_compiled_id: bool = True) -> C
         except json.JSONDecodeError as e:
             raise invalid_constraint(f"constraint.json_schema is not valid JSON: {e.msg} at line {e.lineno} column "
                           f"{e.colno}") from None
+        except RecursionError:
+            from ..fsm.api import MAX_SCHEMA_NESTING
+
+            raise invalid_constraint(f"constraint.json_schema nests too deep to read (a schema may nest at most "
+                                     f"{MAX_SCHEMA_NESTING} objects/arrays)") from None
         if not isinstance(schema, (dict, bool)):
             raise invalid_constraint(f"constraint.json_schema must be a JSON object (or true/false), got "
                           f"{type(schema).__name__}")

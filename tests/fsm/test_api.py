@@ -306,3 +306,41 @@ def test_jsonschemabench_sample_never_accepts_invalid(tok, shared_data, category
 def test_regex_hypothesis_agrees_with_re(s):
     c = structgen.compile_regex(r"a+b?(1|-)*", structgen.default_tokenizer())
     assert c.accepts(s) == bool(re.fullmatch(r"a+b?(1|-)*", s))
+
+
+def _nested(levels: int) -> dict:
+    schema: dict = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+@pytest.mark.parametrize("text,where", [
+    ('{"type": "string", "maxLength": 1e400}', "#/maxLength"),
+    ('{"type": "object", "properties": {"age": {"type": "number", "minimum": 1e400}}}', "#/properties/age/minimum"),
+    ('{"type": "number", "multipleOf": -1e400}', "#/multipleOf"),
+    ('{"enum": [1, 1e400]}', "#/enum/1"),
+])
+def test_out_of_range_numbers_are_invalid_schemas_naming_where(tok, text, where):
+    """json.loads reads 1e400 as inf: that is the user's schema, so InvalidSchemaError with the pointer (it escaped as
+    TypeError / ValueError before, a traceback in the CLI and UNKNOWN on the wire)."""
+    for schema in (text, json.loads(text)):
+        with pytest.raises(InvalidSchemaError, match="not a JSON number") as e:
+            structgen.compile_json_schema(schema, tok)
+        assert e.value.pointer == where
+
+
+def test_too_deep_schemas_are_refused_up_front_and_deep_real_ones_compile(tok):
+    limit_levels = api.MAX_SCHEMA_NESTING // 2 - 1     # two JSON levels per schema level (properties)
+    c = structgen.compile_json_schema(_nested(limit_levels), tok)
+    assert c.accepts(json.dumps(_instance(limit_levels), separators=(",", ":")))
+    for schema in (_nested(400), json.dumps(_nested(400)), "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(InvalidSchemaError, match="nests deeper than"):
+            structgen.compile_json_schema(schema, tok)
+
+
+def _instance(levels: int):
+    value: dict = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value

@@ -72,6 +72,8 @@ def test_errors_exit_2_with_a_message(capsys, tok_dir, args, message):
     ("{not json", "not valid JSON"),
     (json.dumps({"type": "object", "dependentSchemas": {"a": {}}}), "dependentSchemas"),
     (json.dumps({"type": 5}), "'#"),
+    ('{"type": "string", "maxLength": 1e400}', "(at '#/maxLength')"),
+    ('{"a": ' * 400 + "1" + "}" * 400, "nests deeper than"),
 ])
 def test_bad_schemas_exit_2(capsys, tok_dir, tmp_path, content, message):
     path = tmp_path / "bad.json"

@@ -102,3 +102,13 @@ def test_budget_error_is_invalid_argument_naming_both_numbers():
     assert e.code == grpc.StatusCode.INVALID_ARGUMENT
     assert e.message == ("the constraint needs at least 40 tokens to complete but the budget is 8 "
                          "(max_tokens=8, context room=500)")
+
+
+def test_a_schema_too_deep_for_json_is_invalid_argument_not_a_crash():
+    from structgen.fsm.api import MAX_SCHEMA_NESTING
+
+    c = pb.Constraint(json_schema="[" * 100_000 + "]" * 100_000)
+    with pytest.raises(wire.RequestError) as e:
+        wire.constraint_from_pb(c)
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"at most {MAX_SCHEMA_NESTING}" in e.value.message

@@ -9,6 +9,7 @@ against those with jsonschema, so whatever a merge could not express exactly is 
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction
 from functools import lru_cache
 from urllib.parse import unquote
@@ -135,6 +136,8 @@ class SchemaDocument:
 def _number(v, key: str, where: str) -> Fraction:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidSchemaError(f"'{key}' must be a number", where)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise InvalidSchemaError(f"'{key}' must be a finite number (got {v!r}: e.g. 1e400 is out of range)", where)
     return Fraction(v) if isinstance(v, int) else Fraction(repr(v))
 
 
@@ -143,6 +146,8 @@ def value_key(v):
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return (type(v).__name__, v)
     if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidSchemaError(f"{v!r} is not a JSON number (out of range)")
         return ("num", Fraction(v) if isinstance(v, int) else Fraction(repr(v)))
     if isinstance(v, list):
         return ("list", tuple(value_key(x) for x in v))
