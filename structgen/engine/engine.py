@@ -40,7 +40,6 @@ def compile_spec(spec: ConstraintSpec, tokenizer):
 def admission_error(seq: Sequence, max_model_len: int) -> str | None:
     """The refusal of a constrained request whose shortest completion does not fit its budget (None: it fits)."""
     room = max_model_len - seq.num_tokens
-    budget = seq.token_budget(max_model_len)
     try:
         need = seq.cursor.min_tokens_to_finish()
     except Exception as e:  # noqa: BLE001 - e.g. ConstraintTooComplexError while measuring the bound
@@ -132,9 +131,14 @@ class LLMEngine:
         if req.request_id in self._seqs:
             self._fail(seq, f"request id {req.request_id!r} is already in flight")
             return seq
-        bad = [t for t in req.prompt_token_ids if not isinstance(t, int) or not 0 <= t < self.model.config.vocab_size]
+        vocab = self.model.config.vocab_size
+        bad = [t for t in req.prompt_token_ids if not isinstance(t, int) or not 0 <= t < vocab]
         if bad:
-            self._fail(seq, f"prompt token ids must be in [0, {self.model.config.vocab_size}); got {bad[:5]}")
+            self._fail(seq, f"prompt token ids must be in [0, {vocab}); got {bad[:5]}")
+            return seq
+        bad = [t for t, _ in req.sampling.logit_bias if t >= vocab]
+        if bad:
+            self._fail(seq, f"logit_bias token ids must be < {vocab}, got {bad[:5]}")
             return seq
         try:
             self.scheduler.check_fits(seq)

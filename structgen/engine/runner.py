@@ -131,7 +131,7 @@ class ModelRunner:
         if num_rows == 0:
             return StepResult([[] for _ in scheduled], forward_s, mask_s, 0, failed)
 
-        self._process_logits(logits, scheduled, failed)
+        self._process_logits(logits, scheduled)
         if constrained:
             tm = time.perf_counter()
             backends_for(self.device).apply_token_bitmask(logits, self._masks.on_device(num_rows))
@@ -139,10 +139,7 @@ class ModelRunner:
         tokens = self._sample(logits, scheduled)
         restricted = self._guard_budget(logits, scheduled, tokens, failed) if constrained else {}
         self._record_logprobs(logits, scheduled, tokens)
-        out, r = [], 0
-        for sc in scheduled:
-            out.append(tokens[r:r + sc.num_logits])
-            r += sc.num_logits
+        out = [tokens[r:r + sc.num_logits] for r, sc in zip(_row_starts(scheduled), scheduled)]
         return StepResult(out, forward_s, mask_s, constrained, failed, restricted)
 
     # ----- the budget guard (issue 13) -----
@@ -167,8 +164,7 @@ class ModelRunner:
                 built.append(self._sampling_batch(scheduled, logits.device))
             return built[0]
 
-        r = 0
-        for sc in scheduled:
+        for r, sc in zip(_row_starts(scheduled), scheduled):
             seq = sc.seq
             if sc.num_logits and seq.cursor is not None and seq.request_id not in failed:
                 try:
@@ -178,7 +174,6 @@ class ModelRunner:
                 else:
                     if first is not None:
                         restricted[seq.request_id] = first
-            r += sc.num_logits
         return restricted
 
     def _guard_rows(self, logits: torch.Tensor, sc: ScheduledSequence, tokens: list[int], r: int,
@@ -194,7 +189,7 @@ class ModelRunner:
             for j in range(sc.num_logits):
                 t = tokens[r + j]
                 if not cursor.token_fits(t, budget - j):
-                    t = tokens[r + j] = self._resample_within(logits, r + j, seq.cursor, seq.mask_words,
+                    t = tokens[r + j] = self._resample_within(logits, r + j, cursor, seq.mask_words,
                                                                budget - j, seq.sampling.greedy, step_params)
                     if first is None:
                         first = seq.num_output_tokens + j
@@ -227,20 +222,16 @@ class ModelRunner:
             return int(sub.argmax(dim=-1))
         return int(sample(sub, step_params().select([row]))[0])
 
-    def _process_logits(self, logits: torch.Tensor, scheduled: list[ScheduledSequence],
-                        failed: dict[str, str]) -> None:
+    def _process_logits(self, logits: torch.Tensor, scheduled: list[ScheduledSequence]) -> None:
         """logit_bias, repetition/frequency/presence penalties and DRY on logits (N, V) float32, in place, before
         the mask. Row j of a sequence counts its drafts before j as output (they are the output if accepted).
-        Builds nothing when no row uses them. A logit_bias id outside the vocabulary fails that request alone."""
+        Builds nothing when no row uses them. (logit_bias ids were checked against the vocabulary at admission.)"""
         if not any(row_needs_processing(sc.seq.sampling) for sc in scheduled if sc.num_logits):
             return
         rows: list[RowHistory | None] = []
         for sc in scheduled:
             seq, sp, n = sc.seq, sc.seq.sampling, sc.num_logits
-            bad = [t for t, _ in sp.logit_bias if t >= self.vocab_size]
-            if bad:
-                failed.setdefault(seq.request_id, f"logit_bias token ids must be < {self.vocab_size}, got {bad[:5]}")
-            if not n or bad or not row_needs_processing(sp):
+            if not n or not row_needs_processing(sp):
                 rows.extend([None] * n)
                 continue
             if not row_needs_history(sp):

@@ -256,7 +256,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
     def _choices(sampling) -> list:
         """The SamplingParams of each of the request's `n` choices: seed + i when a seed is given. Unseeded
         choices get distinct seeds from the engine, as any unseeded requests do."""
-        n = getattr(sampling, "n", 1)
+        n = sampling.n
         if n == 1:
             return [sampling]
         return [dataclasses.replace(sampling, n=1, seed=None if sampling.seed is None else (sampling.seed + i) % 2**63)
