@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import threading
 import time
 from typing import Any, Sequence
@@ -25,6 +24,7 @@ from .budget import TokenBounds
 from .cache import MEMORY, default_cache, make_key
 from .cursor import Cursor
 from .index import DEAD, MAX_STATES_LIMIT, TokenIndex
+from .json_schema.normalize import MAX_SCHEMA_NESTING, check_json_values
 from .limits import CompileLimits
 from .vocab import Vocabulary
 
@@ -177,29 +177,6 @@ def _utf8_prefix(data: bytes) -> tuple[str, bool]:
 # ---- normalisation of the constraint value (-> the automaton builder and the canonical text of the key) ----
 
 
-# Objects and arrays a schema may nest (JSON levels; a schema level is usually two: a schema inside `properties`).
-# Real schemas nest a few dozen; past this the schema is refused up front, before anything recurses over it (json,
-# the compiler, the disk cache's pickling), where ~250 levels raised RecursionError.
-MAX_SCHEMA_NESTING = 128
-
-
-def _check_json_values(value: Any) -> None:
-    """InvalidSchemaError, naming where, at the first place `value` nests deeper than MAX_SCHEMA_NESTING or holds a
-    number JSON cannot represent (json.loads reads 1e400 as inf). Iterative: no recursion."""
-    stack = [(value, (), 0)]
-    while stack:
-        v, path, depth = stack.pop()
-        if depth > MAX_SCHEMA_NESTING or (isinstance(v, float) and not math.isfinite(v)):
-            pointer = "#" + "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in path)
-            if depth > MAX_SCHEMA_NESTING:
-                raise InvalidSchemaError(f"schema nests deeper than {MAX_SCHEMA_NESTING} objects/arrays", pointer)
-            raise InvalidSchemaError(f"{v!r} is not a JSON number (out of range, e.g. 1e400)", pointer)
-        if isinstance(v, dict):
-            stack.extend((x, path + (k,), depth + 1) for k, x in v.items())
-        elif isinstance(v, list):
-            stack.extend((x, path + (i,), depth + 1) for i, x in enumerate(v))
-
-
 def _schema_value(value: Any) -> dict | bool:
     if isinstance(value, (bytes, bytearray)):
         value = value.decode("utf-8", errors="strict")
@@ -212,7 +189,8 @@ def _schema_value(value: Any) -> dict | bool:
             raise InvalidSchemaError(f"schema nests deeper than {MAX_SCHEMA_NESTING} objects/arrays") from None
     if not isinstance(value, (dict, bool)):
         raise InvalidSchemaError(f"a JSON Schema is an object or a boolean, got {type(value).__name__}")
-    _check_json_values(value)
+    # NOTE: before the cache key is made: json.dumps recurses, and allows no inf.
+    check_json_values(value)
     return value
 
 
@@ -221,10 +199,7 @@ def _canonical_json(value: Any) -> str:
     # schemas that differ only in it compile to different automata.
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError as e:
-        # inf / nan: what json.loads makes of 1e400 in the user's text -- a user error, not API misuse
-        raise InvalidSchemaError(f"schema holds a number JSON cannot represent ({e})") from None
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise TypeError(f"schema must be made of JSON values: {e}") from None
 
 

@@ -67,7 +67,7 @@ def constraint_from_pb(c: pb.Constraint, *, allow_compiled_id: bool = True) -> C
             raise invalid_constraint(f"constraint.json_schema is not valid JSON: {e.msg} at line {e.lineno} column "
                           f"{e.colno}") from None
         except RecursionError:
-            from ..fsm.api import MAX_SCHEMA_NESTING
+            from ..fsm.json_schema.normalize import MAX_SCHEMA_NESTING
 
             raise invalid_constraint(f"constraint.json_schema nests too deep to read (a schema may nest at most "
                                      f"{MAX_SCHEMA_NESTING} objects/arrays)") from None

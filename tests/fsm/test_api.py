@@ -15,6 +15,7 @@ from structgen.errors import (ConstraintError, ConstraintTooComplexError, Invali
                               UnsupportedSchemaError)
 from structgen.fsm import api, bitmask
 from structgen.fsm.cache import default_cache
+from structgen.fsm.json_schema.normalize import MAX_SCHEMA_NESTING
 from token_fakes import toy_tokenizer
 
 PERSON = {
@@ -324,19 +325,26 @@ def _nested(levels: int) -> dict:
 def test_out_of_range_numbers_are_invalid_schemas_naming_where(tok, text, where):
     """json.loads reads 1e400 as inf: that is the user's schema, so InvalidSchemaError with the pointer (it escaped as
     TypeError / ValueError before, a traceback in the CLI and UNKNOWN on the wire)."""
+    from structgen.fsm.json_schema import schema_automaton
+
     for schema in (text, json.loads(text)):
-        with pytest.raises(InvalidSchemaError, match="not a JSON number") as e:
-            structgen.compile_json_schema(schema, tok)
-        assert e.value.pointer == where
+        # the compile API, and the automaton builder called alone (as `structgen extract` checks a schema)
+        for compile_it in (lambda x: structgen.compile_json_schema(x, tok), schema_automaton):
+            with pytest.raises(InvalidSchemaError, match="not a JSON number") as e:
+                compile_it(schema)
+            assert e.value.pointer == where
 
 
 def test_too_deep_schemas_are_refused_up_front_and_deep_real_ones_compile(tok):
-    limit_levels = api.MAX_SCHEMA_NESTING // 2 - 1     # two JSON levels per schema level (properties)
+    limit_levels = MAX_SCHEMA_NESTING // 2 - 1     # two JSON levels per schema level (properties)
     c = structgen.compile_json_schema(_nested(limit_levels), tok)
     assert c.accepts(json.dumps(_instance(limit_levels), separators=(",", ":")))
+    from structgen.fsm.json_schema import schema_automaton
+
     for schema in (_nested(400), json.dumps(_nested(400)), "[" * 100_000 + "]" * 100_000):
-        with pytest.raises(InvalidSchemaError, match="nests deeper than"):
-            structgen.compile_json_schema(schema, tok)
+        for compile_it in (lambda x: structgen.compile_json_schema(x, tok), schema_automaton):
+            with pytest.raises(InvalidSchemaError, match="nests deeper than"):
+                compile_it(schema)
 
 
 def _instance(levels: int):

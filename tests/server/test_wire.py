@@ -105,7 +105,7 @@ def test_budget_error_is_invalid_argument_naming_both_numbers():
 
 
 def test_a_schema_too_deep_for_json_is_invalid_argument_not_a_crash():
-    from structgen.fsm.api import MAX_SCHEMA_NESTING
+    from structgen.fsm.json_schema.normalize import MAX_SCHEMA_NESTING
 
     c = pb.Constraint(json_schema="[" * 100_000 + "]" * 100_000)
     with pytest.raises(wire.RequestError) as e:

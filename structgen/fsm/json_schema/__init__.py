@@ -13,6 +13,7 @@ from ...errors import InvalidSchemaError
 from ..limits import CompileLimits
 from .compiler import Compiler
 from .matcher import SchemaAutomaton
+from .normalize import MAX_SCHEMA_NESTING, check_json_values
 
 __all__ = ["schema_automaton", "SchemaAutomaton"]
 
@@ -33,8 +34,11 @@ def schema_automaton(schema, *, extra_properties: bool = False, whitespace: str 
             schema = json.loads(schema)
         except json.JSONDecodeError as e:
             raise InvalidSchemaError(f"schema is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except RecursionError:
+            raise InvalidSchemaError(f"schema nests deeper than {MAX_SCHEMA_NESTING} objects/arrays") from None
     if not isinstance(schema, (dict, bool)):
         raise InvalidSchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}")
+    check_json_values(schema)
     if limits is None:
         limits = CompileLimits.from_env()
     if max_states is None:

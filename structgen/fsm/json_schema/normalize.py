@@ -132,12 +132,32 @@ class SchemaDocument:
         return hit
 
 
+# Objects and arrays a schema may nest (JSON levels; a schema level is usually two: a schema inside `properties`).
+# Real schemas nest a few dozen; past this the schema is refused up front, before anything recurses over it (json,
+# the compiler, the disk cache's pickling), where ~250 levels raised RecursionError.
+MAX_SCHEMA_NESTING = 128
+
+
+def check_json_values(value) -> None:
+    """InvalidSchemaError, naming where, at the first place a schema nests deeper than MAX_SCHEMA_NESTING or holds a
+    number JSON cannot represent (json.loads reads 1e400 as inf). Iterative: no recursion."""
+    stack = [(value, (), 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        if depth > MAX_SCHEMA_NESTING:
+            raise InvalidSchemaError(f"schema nests deeper than {MAX_SCHEMA_NESTING} objects/arrays", pointer_str(path))
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidSchemaError(f"{v!r} is not a JSON number (out of range, e.g. 1e400)", pointer_str(path))
+        if isinstance(v, dict):
+            stack.extend((x, path + (k,), depth + 1) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((x, path + (i,), depth + 1) for i, x in enumerate(v))
+
+
 # ------------------------------------------------------------------------------------------ prepare
 def _number(v, key: str, where: str) -> Fraction:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidSchemaError(f"'{key}' must be a number", where)
-    if isinstance(v, float) and not math.isfinite(v):
-        raise InvalidSchemaError(f"'{key}' must be a finite number (got {v!r}: e.g. 1e400 is out of range)", where)
     return Fraction(v) if isinstance(v, int) else Fraction(repr(v))
 
 
@@ -146,8 +166,6 @@ def value_key(v):
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return (type(v).__name__, v)
     if isinstance(v, (int, float)):
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InvalidSchemaError(f"{v!r} is not a JSON number (out of range)")
         return ("num", Fraction(v) if isinstance(v, int) else Fraction(repr(v)))
     if isinstance(v, list):
         return ("list", tuple(value_key(x) for x in v))
