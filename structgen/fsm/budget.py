@@ -44,7 +44,6 @@ SUCCESSOR_CACHE_SIZE = 256
 _MISSING = object()
 
 
-
 def budget_refusal(need: int, max_tokens: int, room: int) -> str | None:
     """Why a constrained request cannot be served inside its token budget, in words a user can act on, or None when
     its shortest completion (`need` tokens, from Cursor.min_tokens_to_finish) fits min(max_tokens, context room).
@@ -59,6 +58,7 @@ def budget_refusal(need: int, max_tokens: int, room: int) -> str | None:
                 "complete match")
     return (f"the constraint needs at least {need} tokens to complete but the budget is {budget} "
             f"(max_tokens={max_tokens}, context room={room})")
+
 
 class TokenBounds:
     """Token bounds of one TokenIndex (shared by every cursor of its constraint; thread-safe)."""

@@ -100,7 +100,7 @@ class LogitsProcessing:
     dry_allowed: torch.Tensor | None = None
     dry_ctx: torch.Tensor | None = None
     dry_len: torch.Tensor | None = None
-    dry_prompts: tuple | None = None    # (R,) per row: its prompt ids as an int64 numpy array (None: no DRY)
+    dry_prompts: tuple | None = None    # (R,) per row: its prompt ids (None: no DRY); read only for penalized rows
 
     @classmethod
     def build(cls, rows: Sequence[RowHistory | None], device="cpu") -> "LogitsProcessing | None":
@@ -147,8 +147,7 @@ class LogitsProcessing:
             fields["dry_allowed"] = torch.tensor(
                 [rows[i].params.dry_allowed_length if i in dry else 1 for i in range(n)], dtype=torch.int64,
                 device=device)
-            fields["dry_prompts"] = tuple(np.asarray(rows[i].prompt, dtype=np.int64) if i in dry else None
-                                          for i in range(n))
+            fields["dry_prompts"] = tuple(rows[i].prompt if i in dry else None for i in range(n))
         return cls(num_rows=n, **fields)
 
     def apply_(self, logits: torch.Tensor) -> torch.Tensor:
@@ -196,10 +195,13 @@ class LogitsProcessing:
         the few penalized keys."""
         rows, toks, ns = (keys // v).tolist(), (keys % v).tolist(), longest.tolist()
         ctx = self.dry_ctx.cpu().numpy()  # (R, L) right-aligned
+        prompts: dict[int, np.ndarray] = {}  # row -> its prompt as int64, converted only for rows with a penalty
         keep = [1.0] * len(rows)
         for u, (r, t, n) in enumerate(zip(rows, toks, ns)):
+            if r not in prompts:
+                prompts[r] = np.asarray(self.dry_prompts[r], dtype=np.int64)
             m = min(n, DRY_COPY_CONTEXT)
-            if prompt_has_span(self.dry_prompts[r], ctx[r, ctx.shape[1] - m:], t):
+            if prompt_has_span(prompts[r], ctx[r, ctx.shape[1] - m:], t):
                 keep[u] = 0.0
         return torch.tensor(keep, dtype=torch.float32)
 
