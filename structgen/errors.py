@@ -47,3 +47,37 @@ class ConstraintTooComplexError(ConstraintError):
         self.limit = limit
         hint = f"; raise {setting} to allow more" if setting else ""
         super().__init__(f"constraint too complex: {what} exceeded the limit of {limit}{hint}")
+
+
+class CompileDeadlineError(ConstraintTooComplexError):
+    """The request's deadline ended its compile before the server's own time limit would have.
+
+    ran=True: the constraint compiled for `timeout_s` without finishing; remembered like a limit failure (a later
+    request with no more time fails fast). ran=False: the deadline passed while the compile waited (for a worker, or
+    for another request's compile of the same constraint); not remembered. Reported as DEADLINE_EXCEEDED.
+    """
+
+    def __init__(self, timeout_s: float, ran: bool = True):
+        self.timeout_s = timeout_s
+        self.ran = ran
+        self.what, self.limit = "compile time before the request's deadline (s)", timeout_s
+        if ran:
+            msg = (f"the request's deadline passed while its constraint compiled ({timeout_s:.3f} s were left): "
+                   f"raise the deadline, or Compile the constraint once ahead of the requests that use it")
+        else:
+            msg = ("the request's deadline passed while its constraint waited to compile (the compile workers were "
+                   "busy): retry, or raise the deadline")
+        ConstraintError.__init__(self, msg)
+
+
+class CompileCrashedError(ConstraintError):
+    """The compiler failed on this constraint in a way it should not (a bug, or its worker process died).
+    Remembered like any compile failure so the same input cannot crash workers again and again."""
+
+
+class CompileCancelledError(StructgenError):
+    """The compile was stopped because every request waiting for it went away (never remembered)."""
+
+
+class CompileQueueFullError(StructgenError):
+    """Too many compiles are waiting (the server's whole queue, or one client's share of it): retry later."""

@@ -34,6 +34,13 @@ REGISTRY: dict[str, Setting] = {
                 "Most automaton states one constraint may materialize before ConstraintTooComplexError."),
         Setting("STRUCTGEN_COMPILE_TIMEOUT_S", "30", float,
                 "Most seconds one constraint may spend compiling or building one state's mask."),
+        Setting("STRUCTGEN_COMPILE_MEMORY_MB", "2048", int,
+                "Most resident memory (MiB) of a compile worker process; past it the worker is killed and the "
+                "constraint fails as too complex."),
+        Setting("STRUCTGEN_MAX_TABLE_MB", "512", int,
+                "Most MiB one constraint's token tables and masks may grow to (compile and decoding together)."),
+        Setting("STRUCTGEN_COMPILE_CACHE_MB", "1024", int,
+                "Byte budget (MiB) of the in-memory compile cache; the least recently used constraints leave first."),
         Setting("STRUCTGEN_CPU_KERNELS", "1", _bool,
                 "Build and use the native CPU kernels (structgen/kernels/cpu_*.c: few-row matmul, decode/verify "
                 "attention); 0 = torch only."),

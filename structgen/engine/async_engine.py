@@ -10,7 +10,7 @@ import threading
 from typing import AsyncIterator
 
 from .config import EngineConfig
-from .engine import LLMEngine, compile_spec
+from .engine import LLMEngine
 from .outputs import EngineStats, GenerateOutput, Usage
 from .requests import ConstraintSpec, GenerateRequest
 
@@ -77,10 +77,13 @@ class AsyncEngine:
                 self._wake.set()
             self._streams.pop(req.request_id, None)
 
-    async def compile(self, spec: ConstraintSpec):
-        """Compile in the engine's compile pool (raises ConstraintError for a bad constraint)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.engine.compile_pool, compile_spec, spec, self.tokenizer)
+    async def compile(self, spec: ConstraintSpec, *, deadline: float | None = None, client: str | None = None):
+        """Compile in the engine's compile pool (structgen/fsm/compile_pool.py): raises ConstraintError for a bad
+        constraint, CompileQueueFullError when the pool is full. deadline: time.monotonic() the caller gives up at;
+        client: whose compile it is (the per-client bound). Cancelling the awaiting task stops the compile."""
+        fut = self.engine.compiler.submit(spec.kind, spec.value, dict(spec.options), deadline=deadline, client=client)
+        compiled, _status = await asyncio.wrap_future(fut)
+        return compiled
 
     async def abort(self, request_id: str) -> None:
         self._inbox.append(("abort", request_id))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 _DEVICES = ("auto", "cpu", "cuda")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _SPECULATION = ("off", "prompt_lookup", "draft_model")
+_ISOLATION = ("process", "thread")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,16 @@ class EngineConfig:
     max_model_len: int | None = field(default=None, metadata={
         "help": "context length cap in tokens (default: the model's, at most 8192)"})
     compile_workers: int = field(default=2, metadata={
-        "help": "threads compiling constraints off the engine's loop thread"})
+        "help": "worker processes (or threads) compiling constraints off the engine's loop thread"})
+    # Issue 14: a compile runs in a worker process that is killed past its time or memory limit (STRUCTGEN_COMPILE_
+    # TIMEOUT_S / STRUCTGEN_COMPILE_MEMORY_MB); "thread" keeps the old in-process compiles (cooperative limits only).
+    compile_isolation: str = field(default="process", metadata={
+        "help": "where constraints compile: worker processes with hard limits, or threads", "choices": _ISOLATION})
+    compile_queue: int = field(default=64, metadata={
+        "help": "most compiles running or waiting at once; past it RESOURCE_EXHAUSTED"})
+    # 0: compile_workers - 1 (at least 1), so one client can never hold every worker.
+    compile_per_client: int = field(default=0, metadata={
+        "help": "most compiles of one client (API key / connection) holding workers at once (0: workers - 1)"})
     enable_prefix_cache: bool = field(default=True, metadata={
         "flag": "--prefix-cache", "help": "reuse the KV of shared prompt prefixes (radix cache)"})
     # Worth a thread because torch releases the GIL during the forward.
@@ -79,6 +89,13 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.max_model_len must be >= 2, got {self.max_model_len}")
         if self.compile_workers < 1:
             raise ValueError(f"EngineConfig.compile_workers must be >= 1, got {self.compile_workers}")
+        if self.compile_isolation not in _ISOLATION:
+            raise ValueError(f"EngineConfig.compile_isolation must be one of {_ISOLATION}, got "
+                             f"{self.compile_isolation!r}")
+        if self.compile_queue < 1:
+            raise ValueError(f"EngineConfig.compile_queue must be >= 1, got {self.compile_queue}")
+        if self.compile_per_client < 0:
+            raise ValueError(f"EngineConfig.compile_per_client must be >= 0, got {self.compile_per_client}")
         if self.speculation not in _SPECULATION:
             raise ValueError(f"EngineConfig.speculation must be one of {_SPECULATION}, got {self.speculation!r}")
         if self.speculation == "draft_model" and not self.draft_model:

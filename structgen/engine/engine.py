@@ -2,8 +2,8 @@
 it from a background thread; loader.py builds one from an EngineConfig; output_builder.py turns committed tokens
 into deltas. The serving API is written in docs/INTERFACES.md.
 
-Threads: LLMEngine is used by one thread at a time (AsyncEngine's loop thread). Constraints compile in a
-thread pool; a finished compile wakes the loop. `stats()` may be read from any thread.
+Threads: LLMEngine is used by one thread at a time (AsyncEngine's loop thread). Constraints compile in worker
+processes (structgen/fsm/compile_pool.py); a finished compile wakes the loop. `stats()` may be read from any thread.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import collections
 import itertools
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from ..fsm.budget import budget_refusal
+from ..fsm.compile_pool import CompilePool
 from . import output_builder
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
@@ -28,13 +29,6 @@ from .speculation.drafter import Drafter
 from .speculation.length import DRAFT_COSTS
 
 _RATE_WINDOW_S = 5.0
-
-
-def compile_spec(spec: ConstraintSpec, tokenizer):
-    """Compile a ConstraintSpec with the FSM layer (raises ConstraintError subclasses)."""
-    from ..fsm import compile_constraint
-
-    return compile_constraint(spec.kind, spec.value, tokenizer, **dict(spec.options))
 
 
 def admission_error(seq: Sequence, max_model_len: int) -> str | None:
@@ -93,7 +87,9 @@ class LLMEngine:
         max_rows = config.max_num_seqs * (1 + (self.drafter.max_draft_tokens if self.drafter.enabled else 0))
         self.runner = ModelRunner(model, kv, max_rows=max_rows, overlap_mask_fill=config.overlap_mask_fill,
                                   max_model_len=self.max_model_len)
-        self.compile_pool = ThreadPoolExecutor(config.compile_workers, thread_name_prefix="structgen-compile")
+        # Issue 14: constraints compile in worker processes with hard time and memory limits (fsm/compile_pool.py).
+        self.compiler = CompilePool(tokenizer, workers=config.compile_workers, isolation=config.compile_isolation,
+                                    max_queue=config.compile_queue, per_client=config.compile_per_client or None)
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
         self._seqs: dict[str, Sequence] = {}
         self._compiling: list[Sequence] = []
@@ -147,7 +143,7 @@ class LLMEngine:
             return seq
         c = req.constraint
         if isinstance(c, ConstraintSpec):
-            seq.compile_future = self.compile_pool.submit(compile_spec, c, self.tokenizer)
+            seq.compile_future = self.compiler.submit(c.kind, c.value, dict(c.options))
             if self.on_compiled is not None:
                 seq.compile_future.add_done_callback(lambda _f: self.on_compiled())
             self._compiling.append(seq)
@@ -180,7 +176,7 @@ class LLMEngine:
             if err is not None:
                 self._finish(seq, "error", f"{type(err).__name__}: {err}")
             else:
-                error = self._attach(seq, fut.result())
+                error = self._attach(seq, fut.result()[0])
                 if error is not None:
                     self._finish(seq, "error", error)
         self._compiling = still
@@ -347,4 +343,4 @@ class LLMEngine:
 
     def close(self) -> None:
         self.runner.close()
-        self.compile_pool.shutdown(wait=False, cancel_futures=True)
+        self.compiler.close()

@@ -9,11 +9,13 @@ time is the time to the first mask. Everything else is built lazily as decoding 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import threading
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -73,6 +75,11 @@ class CompiledConstraint:
     @property
     def tokenizer(self):
         return self._tokenizer
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its token tables and masks so far (what the compile cache's byte budget counts)."""
+        return self._index.nbytes
 
     # ---- what a Cursor reads (structgen/fsm/cursor.py) -----------------------------------------------------
 
@@ -280,7 +287,9 @@ def _resolve_tokenizer(tokenizer):
 
 
 _KEYS_MEMO_SIZE = 1024
-_KEYS_BY_TEXT: dict[tuple, str] = {}  # (kind, text, options, fingerprint) -> cache key; oldest dropped first
+# (kind, sha256 of the text, options, fingerprint) -> cache key; oldest dropped first.
+# NOTE: a digest, not the text: 1024 schemas of a few MB each would otherwise stay in memory for good.
+_KEYS_BY_TEXT: dict[tuple, str] = {}
 _KEYS_LOCK = threading.Lock()
 
 
@@ -288,7 +297,8 @@ def _text_memo_key(kind: str, value: Any, options: dict, fingerprint: str) -> tu
     if not isinstance(value, str):
         return None
     try:
-        return (kind, value, json.dumps(options, sort_keys=True), fingerprint)
+        digest = hashlib.sha256(value.encode("utf-8", errors="surrogatepass")).hexdigest()
+        return (kind, digest, json.dumps(options, sort_keys=True), fingerprint)
     except TypeError:
         return None  # odd options: the slow path reports them
 
@@ -297,20 +307,75 @@ def _index_max_states(limits: CompileLimits) -> int:
     return min(limits.max_states, MAX_STATES_LIMIT)
 
 
+@dataclass(frozen=True)
+class CompileJob:
+    """One compile as a worker process receives it (structgen.fsm.compile_pool): everything here pickles."""
+
+    kind: str
+    value: Any
+    options: dict
+    limits: CompileLimits
+    key: str
+
+
+def _build_compiled(kind: str, key: str, build_automaton, tokenizer, limits: CompileLimits,
+                    deadline: float | None = None) -> CompiledConstraint:
+    """Build the automaton and the initial state's mask in this process, by `deadline` at the latest."""
+    timeout = limits.compile_timeout_s
+    stop = time.monotonic() + timeout
+    if deadline is not None and deadline < stop:
+        stop, timeout = deadline, max(deadline - time.monotonic(), 0.0)
+    vocab = Vocabulary.from_tokenizer(tokenizer)
+    automaton = build_automaton(limits)
+    if time.monotonic() > stop:
+        raise ConstraintTooComplexError("compile time (s)", timeout, "STRUCTGEN_COMPILE_TIMEOUT_S")
+    index = TokenIndex(automaton, vocab, **_index_limits(limits))
+    index.build_initial(stop)
+    return CompiledConstraint(kind, key, index, tokenizer)
+
+
+def build_snapshot(job: CompileJob, tokenizer) -> dict:
+    """Compile `job` here and return what `restore` takes back: a compile worker's whole task."""
+    _, _, build_automaton = _automaton_builder(job.kind, job.value, job.options)
+    return _build_compiled(job.kind, job.key, build_automaton, tokenizer, job.limits).snapshot()
+
+
+def _index_limits(limits: CompileLimits) -> dict:
+    return dict(max_states=_index_max_states(limits), timeout_s=max(limits.compile_timeout_s, 1e-9))
+
+
+def lookup_compiled(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,
+                    deadline: float | None = None, **options) -> CompiledConstraint | None:
+    """The compiled constraint if this exact constraint text is in memory, else None; raises its remembered failure.
+
+    Costs a hash of the text, no parsing: a server gets the schema as JSON text with every request, and a repeat
+    must skip parsing and canonicalizing a large schema (and never wait in a compile queue). Values that are not
+    text always answer None.
+    """
+    tokenizer = _resolve_tokenizer(tokenizer)
+    text_memo = _text_memo_key(kind, value, options, tokenizer.fingerprint)
+    key = _KEYS_BY_TEXT.get(text_memo) if text_memo is not None else None
+    if key is None:
+        return None
+    return default_cache().lookup_memory(key, limits if limits is not None else CompileLimits.from_env(), deadline)
+
+
 def compile_with_status(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,
+                        deadline: float | None = None, builder: Callable[[CompileJob], dict] | None = None,
                         **options) -> tuple[CompiledConstraint, str]:
-    """Like compile_constraint, plus where the result came from: "memory", "disk" or "miss"."""
+    """Like compile_constraint, plus where the result came from: "memory", "disk" or "miss".
+
+    deadline: time.monotonic() by which this caller gives up (a request's deadline; None = only the limits).
+    builder: runs a CompileJob elsewhere and returns its snapshot (a worker process: structgen.fsm.compile_pool);
+    None = compile in this thread.
+    """
     tokenizer = _resolve_tokenizer(tokenizer)
     if limits is None:
         limits = CompileLimits.from_env()
-    # Fast path for repeats of the same constraint text (a server gets the schema as JSON text with every
-    # request): skip parsing and canonicalizing a large schema again when its compiled form is in memory.
+    hit = lookup_compiled(kind, value, tokenizer, limits=limits, deadline=deadline, **options)
+    if hit is not None:
+        return hit, MEMORY
     text_memo = _text_memo_key(kind, value, options, tokenizer.fingerprint)
-    if text_memo is not None:
-        key = _KEYS_BY_TEXT.get(text_memo)
-        hit = default_cache().lookup_memory(key, limits) if key is not None else None
-        if hit is not None:
-            return hit, MEMORY
     canonical, keyed_options, build_automaton = _automaton_builder(kind, value, options)
     key = make_key(kind, canonical, keyed_options, tokenizer.fingerprint)
     if text_memo is not None:
@@ -319,25 +384,18 @@ def compile_with_status(kind: str, value: Any, tokenizer=None, *, limits: Compil
             while len(_KEYS_BY_TEXT) > _KEYS_MEMO_SIZE:
                 _KEYS_BY_TEXT.pop(next(iter(_KEYS_BY_TEXT)))
 
-    def build() -> CompiledConstraint:
-        timeout = limits.compile_timeout_s
-        deadline = time.monotonic() + timeout
-        vocab = Vocabulary.from_tokenizer(tokenizer)
-        automaton = build_automaton(limits)
-        if time.monotonic() > deadline:
-            raise ConstraintTooComplexError("compile time (s)", timeout, "STRUCTGEN_COMPILE_TIMEOUT_S")
-        index = TokenIndex(automaton, vocab, max_states=_index_max_states(limits), timeout_s=timeout)
-        index.build_initial(deadline)
-        return CompiledConstraint(kind, key, index, tokenizer)
-
     def restore(payload: dict) -> CompiledConstraint:
         if payload.get("kind") != kind:
             raise ValueError("cached entry is of another kind")
-        index = TokenIndex.restore(payload["index"], Vocabulary.from_tokenizer(tokenizer),
-                                   max_states=_index_max_states(limits), timeout_s=limits.compile_timeout_s)
+        index = TokenIndex.restore(payload["index"], Vocabulary.from_tokenizer(tokenizer), **_index_limits(limits))
         return CompiledConstraint(kind, key, index, tokenizer)
 
-    return default_cache().get_or_compile(key, build, restore, limits)
+    def build() -> CompiledConstraint:
+        if builder is None:
+            return _build_compiled(kind, key, build_automaton, tokenizer, limits, deadline)
+        return restore(builder(CompileJob(kind, value, dict(options), limits, key)))
+
+    return default_cache().get_or_compile(key, build, restore, limits, deadline)
 
 
 def compile_constraint(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,

@@ -6,7 +6,9 @@ On disk (`settings.cache_dir()/fsm/<key>.pkl`, off with STRUCTGEN_DISABLE_DISK_C
 automaton and every table and mask built so far, so a restart reuses them and a hit costs milliseconds.
 Entries are written atomically (temp file + rename); an unreadable or mismatched file is ignored and rewritten.
 Failures (ConstraintError) are cached in memory so the same bad constraint fails fast; a limit failure
-(ConstraintTooComplexError) only while the caller's CompileLimits are the ones it failed under. Limits are not in
+(ConstraintTooComplexError: states, time, memory, table bytes, or the time a request's deadline left) only while the
+caller's CompileLimits allow no more than the ones it failed under. Memory holds at most `capacity` entries and
+`max_bytes` of tables (STRUCTGEN_COMPILE_CACHE_MB), least recently used out first. Limits are not in
 the key: they decide whether a compile succeeds, not what it produces (a `max_states` schema option is, as an option).
 
 NOTE: the disk files are pickles: the cache folder must be as trusted as the code (it is the user's own).
@@ -22,12 +24,13 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Protocol
 
 from .. import __version__, settings
-from ..errors import ConstraintError, ConstraintTooComplexError
+from ..errors import CompileDeadlineError, ConstraintError, ConstraintTooComplexError
 from .limits import CompileLimits
 
 log = logging.getLogger(__name__)
@@ -81,10 +84,14 @@ def make_key(kind: str, canonical: str, options: dict, fingerprint: str) -> str:
 class CompileCache:
     """Thread-safe LRU + disk cache. `disk_dir=None` means `settings.cache_dir()/fsm`, read at each use."""
 
-    def __init__(self, capacity: int = MEMORY_CAPACITY, disk_dir: Path | None = None):
+    def __init__(self, capacity: int = MEMORY_CAPACITY, disk_dir: Path | None = None, max_bytes: int | None = None):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
+        # NOTE: a byte budget as well as an entry count: one hostile schema's tables can outweigh 255 ordinary ones.
+        self.max_bytes = settings.get("STRUCTGEN_COMPILE_CACHE_MB") << 20 if max_bytes is None else int(max_bytes)
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
         self._disk_dir = disk_dir
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, object] = OrderedDict()  # key -> compiled | _Failure
@@ -95,20 +102,25 @@ class CompileCache:
     # ---- lookup ------------------------------------------------------------------------------------------
 
     def get_or_compile(self, key: str, build: Callable[[], Cacheable], restore: Callable[[dict], Cacheable],
-                       limits: CompileLimits | None = None) -> tuple[Cacheable, str]:
+                       limits: CompileLimits | None = None, deadline: float | None = None) -> tuple[Cacheable, str]:
         """The compiled constraint for `key` and where it came from: "memory", "disk" or "miss".
 
         `build()` compiles under `limits` (may raise ConstraintError, which is remembered with them);
         `restore(payload)` rebuilds an object from a disk payload (any exception = unusable file). Concurrent
-        callers of one key wait for a single compile. limits: None = CompileLimits.from_env().
+        callers of one key wait for a single compile, each no longer than its `deadline` (time.monotonic(); None =
+        no deadline): past it, CompileDeadlineError. limits: None = CompileLimits.from_env().
         """
         if limits is None:
             limits = CompileLimits.from_env()
-        hit = self.lookup_memory(key, limits)
+        hit = self.lookup_memory(key, limits, deadline)
         if hit is not None:
             return hit, MEMORY
-        with self._key_lock(key):
-            hit = self.lookup_memory(key, limits)
+        lock = self._key_lock(key)
+        wait_s = -1 if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not lock.acquire(timeout=wait_s):
+            raise CompileDeadlineError(0.0, ran=False)  # another request is compiling the same constraint
+        try:
+            hit = self.lookup_memory(key, limits, deadline)
             if hit is not None:
                 return hit, MEMORY
             obj = self._disk_get(key, restore)
@@ -118,22 +130,32 @@ class CompileCache:
                 return obj, DISK
             try:
                 obj = build()
+            except CompileDeadlineError as e:
+                if e.ran:  # what ran out of time fails as fast again under no more time; a wait proves nothing
+                    self._memory_put(key, _Failure(e, limits.with_timeout(e.timeout_s)))
+                raise
             except ConstraintError as e:
                 self._memory_put(key, _Failure(e, limits))
                 raise
             self._memory_put(key, obj)
             self.save(obj)
             return obj, MISS
+        finally:
+            lock.release()
 
-    def lookup_memory(self, key: str, limits: CompileLimits | None = None):
-        """The in-memory entry for `key` (marked recently used), None if absent; a cached failure is raised unless
-        it was a limit failure under other limits than `limits` (None = CompileLimits.from_env())."""
+    def lookup_memory(self, key: str, limits: CompileLimits | None = None, deadline: float | None = None):
+        """The in-memory entry for `key` (marked recently used), None if absent. A cached failure is raised, unless
+        it was a limit failure and `limits` (None = CompileLimits.from_env()), shortened to the time left before
+        `deadline`, allow more than the limits it failed under."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 return None
             if isinstance(entry, _Failure):
-                if not entry.still_applies(limits if limits is not None else CompileLimits.from_env()):
+                asked = limits if limits is not None else CompileLimits.from_env()
+                if deadline is not None:
+                    asked = asked.with_timeout(deadline - time.monotonic())
+                if not entry.still_applies(asked):
                     del self._entries[key]
                     return None
                 self._entries.move_to_end(key)
@@ -142,16 +164,32 @@ class CompileCache:
             return entry
 
     def _memory_put(self, key: str, entry) -> None:
-        evicted = []
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                evicted.append(self._entries.popitem(last=False)[1])
+        self.trim()
+
+    def trim(self) -> int:
+        """Drop least recently used entries until both the entry count and the byte budget hold (the newest entry
+        always stays). Entries grow while decoding reaches new states, so a server calls this periodically too.
+        Returns how many entries left memory (what they learned is saved to disk first)."""
+        evicted = []
+        with self._lock:
+            total = sum(_entry_bytes(e) for e in self._entries.values())
+            while len(self._entries) > 1 and (len(self._entries) > self.capacity or total > self.max_bytes):
+                old = self._entries.popitem(last=False)[1]
+                total -= _entry_bytes(old)
+                evicted.append(old)
         for old in evicted:
             if not isinstance(old, _Failure):
                 self.save(old)  # keep what it learned before it leaves memory (outside the lock: pickling)
             self._saved_version.pop(getattr(old, "key", None), None)
+        return len(evicted)
+
+    def nbytes(self) -> int:
+        """Bytes held by the in-memory entries (their tables and masks, as each reports them)."""
+        with self._lock:
+            return sum(_entry_bytes(e) for e in self._entries.values())
 
     def _key_lock(self, key: str) -> threading.Lock:
         with self._lock:
@@ -246,6 +284,7 @@ class CompileCache:
         def loop():
             while not stop.wait(interval_s):
                 try:
+                    self.trim()
                     self.save_dirty()
                 except Exception as e:  # noqa: BLE001 - a failed write must not kill the saver
                     log.warning("periodic FSM cache save failed: %s", e)
@@ -282,8 +321,12 @@ def write_atomic(path: Path, data: bytes) -> bool:
         return False
 
 
+def _entry_bytes(entry) -> int:
+    return 256 if isinstance(entry, _Failure) else int(getattr(entry, "nbytes", 0))
+
+
 class _Failure:
-    """A remembered compile error. Limit errors are forgotten once the limits are raised."""
+    """A remembered compile error. Limit errors are forgotten once a limit is raised past the one it failed under."""
 
     __slots__ = ("error", "limits")
 
@@ -292,7 +335,7 @@ class _Failure:
         self.limits = limits
 
     def still_applies(self, limits: CompileLimits) -> bool:
-        return not isinstance(self.error, ConstraintTooComplexError) or limits == self.limits
+        return not isinstance(self.error, ConstraintTooComplexError) or self.limits.covers(limits)
 
 
 _DEFAULT: CompileCache | None = None

@@ -17,7 +17,7 @@ import grpc
 from .. import __version__
 from .._proto import structgen_pb2 as pb
 from .._proto import structgen_pb2_grpc as pb_grpc
-from ..errors import ConstraintError
+from ..errors import CompileCancelledError, CompileQueueFullError, ConstraintError
 from ..fsm.budget import budget_refusal
 from . import wire
 from .admission import Admission, Ticket
@@ -93,6 +93,14 @@ class CompiledRegistry:
         return compiled
 
 
+def _client_of(context) -> str:
+    """Who a call is from, for per-client bounds: its API key (as a digest) or else its connection."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return "key:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    return "peer:" + str(context.peer())
+
+
 class StructGenServicer(pb_grpc.StructGenServicer):
     def __init__(self, engine, config: ServerConfig, admission: Admission, metrics: ServerMetrics):
         self.engine = engine
@@ -141,7 +149,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
             if ref.spec is None:
                 raise wire.invalid("constraint is unset: give a json_schema, regex or choice")
             t0 = time.perf_counter()
-            compiled, hit = await self._compile(ref.spec)
+            compiled, hit = await self._compile(ref.spec, context)
             elapsed = time.perf_counter() - t0
             cid, _ = self.compiled.put(compiled)
             return pb.CompileResponse(id=cid, num_states=int(getattr(compiled, "num_states", 0)),
@@ -184,12 +192,19 @@ class StructGenServicer(pb_grpc.StructGenServicer):
                     running=int(getattr(stats, "running", 0)), kv_blocks_used=used, kv_blocks_total=used + free,
                     kv_blocks_cached=int(getattr(stats, "kv_blocks_cached", 0)))
 
-    async def _compile(self, spec) -> tuple[object, bool]:
-        """(compiled constraint, whether this server compiled the same constraint before)."""
+    async def _compile(self, spec, context) -> tuple[object, bool]:
+        """(compiled constraint, whether this server compiled the same constraint before).
+
+        The compile stops at the call's deadline, and when the client goes away (this task is cancelled).
+        """
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            compiled = await self.engine.compile(spec)
+            compiled = await self.engine.compile(spec, deadline=deadline, client=_client_of(context))
         except ConstraintError as e:
             raise wire.constraint_error(e) from None
+        except (CompileQueueFullError, CompileCancelledError) as e:
+            raise wire.compile_refusal(e) from None
         key = str(compiled.key)
         hit = key in self._seen_keys
         self._seen_keys[key] = None
@@ -207,7 +222,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         ticket: Ticket | None = None
         try:
             ticket = self.admission.admit(uuid.uuid4().hex)  # the engine's id: unique even if clients reuse ids
-            engine_requests = await self._engine_requests(request, ticket.engine_id, rec)
+            engine_requests = await self._engine_requests(request, ticket.engine_id, rec, context)
             await self._run(engine_requests, ticket, context, on_output, rec)
             return rec
         except RequestError as e:
@@ -224,7 +239,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
                 self.admission.release(ticket)
             self._finish(rec)
 
-    async def _engine_requests(self, request: pb.GenerateRequest, engine_id: str, rec: _CallRecord) -> list:
+    async def _engine_requests(self, request: pb.GenerateRequest, engine_id: str, rec: _CallRecord, context) -> list:
         """The engine requests of one call: one per choice (`engine_id`, `engine_id#1`, ...)."""
         from ..engine.requests import GenerateRequest
 
@@ -242,7 +257,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         if ref.compiled_id is not None:
             constraint = self.compiled.get(ref.compiled_id)
         elif ref.spec is not None:
-            constraint, _ = await self._compile(ref.spec)
+            constraint, _ = await self._compile(ref.spec, context)
         else:
             constraint = None
         if constraint is not None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import grpc
 
 from .._proto import structgen_pb2 as pb
-from ..errors import ConstraintError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
+from ..errors import (CompileCancelledError, CompileCrashedError, CompileDeadlineError, CompileQueueFullError,
+                      ConstraintError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError)
 
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -77,7 +78,9 @@ def constraint_from_pb(c: pb.Constraint, *, allow_compiled_id: bool = True) -> C
         options: dict = {"extra_properties": c.json_schema_options.allow_extra_properties}
         if c.json_schema_options.HasField("max_recursion_depth"):
             options["max_recursion_depth"] = c.json_schema_options.max_recursion_depth
-        return ConstraintRef(spec=ConstraintSpec(kind="json_schema", value=schema, options=options))
+        # NOTE: the text, not the parsed value, goes on: a repeat of it is found in the compile cache by a hash of
+        # the text, without parsing and canonicalizing the schema again or waiting in the compile queue.
+        return ConstraintRef(spec=ConstraintSpec(kind="json_schema", value=c.json_schema, options=options))
     if kind == "regex":
         if not c.regex:
             raise invalid_constraint("constraint.regex is empty")
@@ -91,8 +94,13 @@ def constraint_from_pb(c: pb.Constraint, *, allow_compiled_id: bool = True) -> C
 
 
 def constraint_error(err: ConstraintError) -> RequestError:
-    """A compile error as INVALID_ARGUMENT; the keyword / pointer / position also go in trailing metadata."""
+    """A compile error as INVALID_ARGUMENT (DEADLINE_EXCEEDED when the request's deadline stopped it, INTERNAL when
+    the compiler itself failed); the keyword / pointer / position also go in trailing metadata."""
     md: list[tuple[str, str]] = [CONSTRAINT_KIND]
+    if isinstance(err, CompileDeadlineError):
+        return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(err), tuple(md))
+    if isinstance(err, CompileCrashedError):
+        return RequestError(grpc.StatusCode.INTERNAL, str(err), tuple(md))
     if isinstance(err, UnsupportedSchemaError):
         md += [("structgen-error-keyword", err.keyword), ("structgen-error-pointer", err.pointer or "#")]
     elif isinstance(err, InvalidSchemaError):
@@ -100,6 +108,13 @@ def constraint_error(err: ConstraintError) -> RequestError:
     elif isinstance(err, InvalidRegexError) and err.position is not None:
         md.append(("structgen-error-position", str(err.position)))
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(err), tuple(md))
+
+
+def compile_refusal(err: CompileQueueFullError | CompileCancelledError) -> RequestError:
+    """A compile the pool would not run: its queue is full (RESOURCE_EXHAUSTED, retry later) or it is shutting down."""
+    if isinstance(err, CompileQueueFullError):
+        return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), (("retry-after-s", "1"),))
+    return RequestError(grpc.StatusCode.UNAVAILABLE, str(err))
 
 
 def prompt_text(req: pb.GenerateRequest, tokenizer) -> str:

@@ -6,6 +6,7 @@ real engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -82,8 +83,9 @@ class FakeEngine:
     async def shutdown(self):
         self.stopped = True
 
-    async def compile(self, spec):
-        if spec.kind == "json_schema" and isinstance(spec.value, dict) and "not" in spec.value:
+    async def compile(self, spec, **_):
+        value = json.loads(spec.value) if spec.kind == "json_schema" and isinstance(spec.value, str) else spec.value
+        if spec.kind == "json_schema" and isinstance(value, dict) and "not" in value:
             raise UnsupportedSchemaError("not", "/not")
         return FakeCompiled(key=f"{spec.kind}:{spec.value!r}", min_tokens=self.min_tokens)
 
