@@ -88,6 +88,13 @@ class TokenIndex:
         return len(self._masks)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the tables and masks built so far, plus a rough 200 bytes per numbered automaton state."""
+        per_row = self._table.itemsize * 256 + 1 + 1 + 2  # table row, _materialized, _final, _only_byte
+        return (len(self._table) * per_row + len(self._masks) * self.vocab.num_words * 4
+                + 200 * len(self._states))
+
+    @property
     def version(self) -> int:
         return self._version
 
