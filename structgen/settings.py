@@ -39,7 +39,10 @@ REGISTRY: dict[str, Setting] = {
                 "constraint fails as too complex."),
         Setting("STRUCTGEN_MAX_TABLE_MB", "512", int,
                 "Most MiB one constraint's token tables and masks may grow to (compile and decoding together)."),
-        Setting("STRUCTGEN_COMPILE_CACHE_MB", "1024", int,
+        Setting("STRUCTGEN_EXPAND_TIMEOUT_S", "5", float,
+                "Most seconds one automaton state reached while decoding may take to build (transitions, token "
+                "mask, budget bound); it runs in the decoding loop, so every other request waits for it."),
+        Setting("STRUCTGEN_COMPILE_CACHE_MB", "256", int,
                 "Byte budget (MiB) of the in-memory compile cache; the least recently used constraints leave first."),
         Setting("STRUCTGEN_CPU_KERNELS", "1", _bool,
                 "Build and use the native CPU kernels (structgen/kernels/cpu_*.c: few-row matmul, decode/verify "

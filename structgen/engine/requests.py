@@ -9,6 +9,11 @@ from typing import Any
 _KINDS = ("json_schema", "regex", "choice")
 
 
+# Every stop string is searched for after every token: bounded so that one request cannot slow the decoding loop.
+MAX_STOP_STRINGS = 32
+MAX_STOP_CHARS = 1024
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens. temperature 0 = greedy; a seed makes sampling reproducible whatever the batch.
@@ -60,9 +65,13 @@ class SamplingParams:
             raise ValueError(f"seed must be an integer in [0, 2**63) or None, got {self.seed!r}")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 raise ValueError(f"stop strings must be non-empty strings, got {s!r}")
+            if len(s) > MAX_STOP_CHARS:
+                raise ValueError(f"stop: a stop string has at most {MAX_STOP_CHARS} characters, got {len(s)}")
         self._check_penalties()
 
     def _check_penalties(self) -> None:

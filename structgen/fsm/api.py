@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConstraintError, ConstraintTooComplexError, InvalidSchemaError
+from ..errors import ConstraintError, ConstraintTooComplexError, InvalidRegexError, InvalidSchemaError
 from . import bitmask
 from .automaton import ByteAutomaton, LiteralSetAutomaton
 from .budget import TokenBounds
@@ -205,9 +205,21 @@ def _canonical_json(value: Any) -> str:
     # NOTE: key order is kept, not sorted: `properties` order decides the order of keys in the output, so two
     # schemas that differ only in it compile to different automata.
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise TypeError(f"schema must be made of JSON values: {e}") from None
+    _check_unicode(text, "the schema")
+    return text
+
+
+def _check_unicode(text: str, what: str, error=InvalidSchemaError) -> None:
+    """Refuse lone surrogates ("\\ud800" in JSON): no UTF-8 output can spell them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        detail = (f"{what} holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is not Unicode "
+                  f"text and cannot be generated")
+        raise (InvalidRegexError(text, e.start, detail) if error is InvalidRegexError else error(detail)) from None
 
 
 def _choices_value(value: Any) -> list[str]:
@@ -249,6 +261,7 @@ def _automaton_builder(kind: str, value: Any, options: dict):
     if kind == "regex":
         if not isinstance(value, str):
             raise TypeError(f"a regex pattern is a str, got {type(value).__name__}")
+        _check_unicode(value, "the pattern", InvalidRegexError)
         if options:
             raise TypeError(f"regex constraints take no options, got {sorted(options)}")
 
@@ -270,7 +283,9 @@ def _automaton_builder(kind: str, value: Any, options: dict):
                 return LiteralSetAutomaton([c.encode("utf-8") for c in choices])
             return choice_automaton(choices)
 
-        return _canonical_json(choices), options, build
+        text = json.dumps(choices, ensure_ascii=False, separators=(",", ":"))
+        _check_unicode(text, "the choice list", ConstraintError)
+        return text, options, build
     raise ValueError(f"unknown constraint kind {kind!r}: expected one of {', '.join(KINDS)}")
 
 
@@ -341,7 +356,9 @@ def build_snapshot(job: CompileJob, tokenizer) -> dict:
 
 
 def _index_limits(limits: CompileLimits) -> dict:
-    return dict(max_states=_index_max_states(limits), timeout_s=max(limits.compile_timeout_s, 1e-9))
+    # NOTE: the index's own time limit is per state built later, in the decoding loop (expand_timeout_s); the
+    # compile's build_initial is given the compile's deadline explicitly.
+    return dict(max_states=_index_max_states(limits), timeout_s=limits.expand_timeout_s)
 
 
 def lookup_compiled(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,

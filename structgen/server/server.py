@@ -11,10 +11,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .._proto import structgen_pb2 as pb
-from .._proto import structgen_pb2_grpc as pb_grpc
 from .admission import Admission
 from .auth import ApiKeyInterceptor
 from .config import ServerConfig
+from .handlers import add_servicer
 from .metrics import ServerMetrics
 from .servicer import StructGenServicer
 
@@ -59,7 +59,7 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_StructGenServicer_to_server(self.servicer, self._grpc)
+        add_servicer(self.servicer, self._grpc)  # bytes that are no request message: INVALID_ARGUMENT, not UNKNOWN
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

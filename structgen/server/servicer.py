@@ -26,6 +26,9 @@ from .metrics import ServerMetrics
 from .request_log import log_request
 from .wire import RequestError
 
+# Request ids go into every log line and response: a client's own id, not a payload.
+MAX_REQUEST_ID_CHARS = 256
+
 
 @dataclass
 class _CallRecord:
@@ -243,6 +246,8 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         """The engine requests of one call: one per choice (`engine_id`, `engine_id#1`, ...)."""
         from ..engine.requests import GenerateRequest
 
+        if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+            raise wire.invalid(f"request_id has {len(request.request_id)} characters; at most {MAX_REQUEST_ID_CHARS}")
         tokenizer = self.engine.tokenizer
         text = wire.prompt_text(request, tokenizer)
         if self.config.log_prompts:

@@ -352,3 +352,16 @@ def _instance(levels: int):
     for _ in range(levels):
         value = {"a": value}
     return value
+
+
+@pytest.mark.parametrize("kind, value, error", [
+    ("json_schema", '{"enum": ["\\ud800"]}', structgen.InvalidSchemaError),
+    ("json_schema", {"const": "a\udfff"}, structgen.InvalidSchemaError),
+    ("regex", "ab\ud800", structgen.InvalidRegexError),
+    ("choice", ["ok", "x\udc00"], structgen.ConstraintError),
+])
+def test_lone_surrogates_are_refused_before_any_work(kind, value, error):
+    from structgen.fsm import compile_constraint
+
+    with pytest.raises(error, match="lone surrogate"):
+        compile_constraint(kind, value)
