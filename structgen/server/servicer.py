@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +66,16 @@ class _Collected:
 
 
 class CompiledRegistry:
-    """Compile ids -> compiled constraints, least recently used dropped past `capacity`."""
+    """Compile ids -> compiled constraints, least recently used dropped past `capacity`.
+
+    NOTE: held weakly: the compile cache (with its byte budget) decides what stays in memory, so ids handed out
+    cannot pin constraints past it. An id whose constraint left memory is NOT_FOUND: Compile again (a cache hit on
+    disk, milliseconds).
+    """
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._items: OrderedDict[str, object] = OrderedDict()
+        self._items: OrderedDict[str, weakref.ref] = OrderedDict()
 
     @staticmethod
     def id_for(compiled) -> str:
@@ -80,18 +86,21 @@ class CompiledRegistry:
     def put(self, compiled) -> tuple[str, bool]:
         cid = self.id_for(compiled)
         seen = cid in self._items
-        self._items[cid] = compiled
+        self._items[cid] = weakref.ref(compiled)
         self._items.move_to_end(cid)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
         return cid, seen
 
     def get(self, cid: str):
-        compiled = self._items.get(cid)
+        ref = self._items.get(cid)
+        compiled = ref() if ref is not None else None
         if compiled is None:
+            self._items.pop(cid, None)
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"unknown compiled constraint id {cid!r}: it was never compiled on this server, or "
-                               f"was dropped (the server keeps {self.capacity}); call Compile again")
+                               f"was dropped (the server keeps {self.capacity} ids while their constraints fit its "
+                               f"compile cache); call Compile again")
         self._items.move_to_end(cid)
         return compiled
 

@@ -76,6 +76,7 @@ class FakeEngine:
         self.requests: list = []      # every GenerateRequest, in arrival order
         self.min_tokens = 1           # the compiled constraints' min_tokens_to_finish
         self.finish_reason = None     # overrides the last output's reason ("budget", "error", ...)
+        self.compiled: dict[str, FakeCompiled] = {}
 
     async def start(self):
         self.started = True
@@ -87,7 +88,11 @@ class FakeEngine:
         value = json.loads(spec.value) if spec.kind == "json_schema" and isinstance(spec.value, str) else spec.value
         if spec.kind == "json_schema" and isinstance(value, dict) and "not" in value:
             raise UnsupportedSchemaError("not", "/not")
-        return FakeCompiled(key=f"{spec.kind}:{spec.value!r}", min_tokens=self.min_tokens)
+        key = f"{spec.kind}:{spec.value!r}"
+        # Held like the compile cache holds them (the servicer's registry of compile ids holds them weakly).
+        compiled = self.compiled.setdefault(key, FakeCompiled(key=key, min_tokens=self.min_tokens))
+        compiled.min_tokens = self.min_tokens
+        return compiled
 
     async def abort(self, request_id: str):
         self.aborted.append(request_id)
