@@ -291,11 +291,21 @@ def rss_mb(pid: int) -> float:
 
 
 def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children of each of its threads: a worker started from a pool thread is that
+    thread's child, not the main thread's)."""
+    import os
+
+    kids: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            kids = [int(k) for k in fh.read().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(k) for k in fh.read().split()]
+        except OSError:
+            pass
     return kids + [d for k in kids for d in _descendants(k)]
 
 
