@@ -85,6 +85,10 @@ class AsyncEngine:
         compiled, _status = await asyncio.wrap_future(fut)
         return compiled
 
+    def compile_stats(self) -> dict:
+        """The compile pool's counters and gauges (CompilePool.snapshot_stats)."""
+        return self.engine.compiler.snapshot_stats()
+
     async def abort(self, request_id: str) -> None:
         self._inbox.append(("abort", request_id))
         self._wake.set()

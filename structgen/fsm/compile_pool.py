@@ -167,6 +167,15 @@ class CompilePool:
             w.kill()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def snapshot_stats(self) -> dict:
+        """Counters (compiles, killed_timeout, killed_memory, cancelled, crashed, refused_queue_full), compiles in the
+        pool now (`pending`) and the workers' resident bytes (`worker_memory_bytes`), for metrics."""
+        with self._cond:
+            out = dict(self.stats)
+            out["pending"] = sum(self._pending.values())
+        out["worker_memory_bytes"] = self.worker_memory_bytes()
+        return out
+
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and metrics)."""
         with self._cond:

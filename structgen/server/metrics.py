@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # Seconds. TTFT spans a cached short prompt on a GPU (~10 ms) to a long prompt queued on a CPU (~minutes).
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -95,6 +95,19 @@ class _LoadCollector:
         g = GaugeMetricFamily("structgen_kv_cache_usage_ratio", "Fraction of KV blocks in use (0..1)")
         g.add_metric([], used / total if total else 0.0)
         yield g
+        pool = load.get("compile") or {}
+        if pool:
+            c = CounterMetricFamily("structgen_compile_events", "Compile pool events: compiles started, workers "
+                                    "killed past the time or memory limit, cancelled, crashed, refused (queue full)",
+                                    labels=["event"])
+            for event in ("compiles", "killed_timeout", "killed_memory", "cancelled", "crashed", "refused_queue_full"):
+                c.add_metric([event], float(pool.get(event, 0)))
+            yield c
+            for key, help_text in (("pending", "Compiles in the compile pool (running or waiting)"),
+                                   ("worker_memory_bytes", "Resident bytes of the compile worker processes")):
+                g = GaugeMetricFamily(f"structgen_compile_{key}", help_text)
+                g.add_metric([], float(pool.get(key, 0)))
+                yield g
         prompt, cached = self._metrics.prompt_tokens_total, self._metrics.cached_tokens_total
         g = GaugeMetricFamily("structgen_prefix_cache_hit_ratio",
                               "Cached prompt tokens / prompt tokens, over the server's life")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.request
 
@@ -203,8 +204,14 @@ def test_metrics_endpoint(client, real_server):
     assert 'structgen_requests_total{method="Generate",status="INVALID_ARGUMENT"}' in text
     for name in ("structgen_time_to_first_token_seconds_bucket", "structgen_time_per_output_token_seconds_bucket",
                  "structgen_in_flight", "structgen_queued", "structgen_running", "structgen_kv_cache_usage_ratio",
-                 "structgen_prefix_cache_hit_ratio", "structgen_compiles_total"):
+                 "structgen_prefix_cache_hit_ratio", "structgen_compiles_total", "structgen_compile_pending",
+                 "structgen_compile_worker_memory_bytes"):
         assert name in text
+    # Compiles run in worker processes (issue 14): the pool counted at least the one above and holds memory.
+    started = re.search(r'structgen_compile_events_total\{event="compiles"\} ([0-9.e+]+)', text)
+    assert started and float(started.group(1)) >= 1
+    memory = re.search(r"structgen_compile_worker_memory_bytes ([0-9.e+]+)", text)
+    assert memory and float(memory.group(1)) > 0
 
 
 # ---- load ----------------------------------------------------------------------------------------------
