@@ -20,9 +20,10 @@ import re
 from functools import lru_cache
 
 import interegular
-from interegular.fsm import anything_else
+from interegular.patterns import Unsupported
 
-from ..errors import InvalidRegexError
+from ..errors import ConstraintTooComplexError, InvalidRegexError
+from . import regex_dfa
 from .automaton import LiteralSetAutomaton, State
 
 MAX_CODE_POINT = 0x10FFFF
@@ -150,19 +151,28 @@ def strip_anchors(pattern: str) -> tuple[str, bool, bool]:
     return body, start, end
 
 
-def parse_char_fsm(pattern: str, *, search: bool = False):
-    """Parse `pattern` into an interegular FSM over characters.
+def parse_char_fsm(pattern: str, *, search: bool = False, deadline: float | None = None):
+    """Parse `pattern` into a character DFA (structgen.fsm.regex_dfa.CharFSM).
 
     search=False: full match (a leading ^ / trailing $ are dropped). search=True: Python `re.search`
     semantics (unanchored ends get any-character padding). Returns (fsm, ascii_only_else).
-    Raises InvalidRegexError (with position where known) for bad or unsupported syntax.
+    Raises InvalidRegexError (with position where known) for bad or unsupported syntax, ConstraintTooComplexError for
+    a pattern past the size limits of structgen.fsm.regex_dfa (checked before the expensive work), or one whose
+    automaton takes more work than they allow or runs past `deadline` (time.monotonic()).
     """
     if not isinstance(pattern, str):
         raise TypeError(f"a regex pattern must be a str, not {type(pattern).__name__}")
+    what = f"regex {_excerpt(pattern)}"
+    if len(pattern) > regex_dfa.MAX_PATTERN_CHARS:
+        raise ConstraintTooComplexError(f"{what}: characters in the pattern", regex_dfa.MAX_PATTERN_CHARS)
     try:
         re.compile(pattern)
     except re.error as e:
         raise InvalidRegexError(pattern, e.pos, str(e)) from None
+    except OverflowError as e:  # a repetition count past re's own limit (2**32 - 1)
+        raise InvalidRegexError(pattern, None, str(e)) from None
+    except RecursionError:
+        raise ConstraintTooComplexError(f"{what}: nesting depth of groups", regex_dfa.MAX_NESTING) from None
     body, start, end = strip_anchors(pattern)
     look = _LOOKAROUND.search(body)
     if look:
@@ -171,14 +181,26 @@ def parse_char_fsm(pattern: str, *, search: bool = False):
     if anchor_pos is not None:
         raise InvalidRegexError(pattern, anchor_pos + (1 if start else 0),
                                 "anchors are supported only at the very start and end")
+    regex_dfa.precheck(pattern, what)
     body = _expand_unicode_escapes(body)
     if search:
         body = ("" if start else r"[\s\S]*") + f"(?:{body})" + ("" if end else r"[\s\S]*")
     try:
-        fsm = interegular.parse_pattern(body).to_fsm()
+        tree = interegular.parse_pattern(body)
+    except RecursionError:
+        raise ConstraintTooComplexError(f"{what}: nesting depth of groups", regex_dfa.MAX_NESTING) from None
     except Exception as e:  # interegular raises its own Unsupported / InvalidSyntax types
         raise InvalidRegexError(pattern, None, f"{type(e).__name__}: {e}".rstrip(": ")) from None
+    try:
+        fsm = regex_dfa.from_tree(tree, regex_dfa.Budget(what, deadline))
+    except Unsupported as e:
+        raise InvalidRegexError(pattern, None, f"Unsupported: {e}") from None
     return fsm, negated_shorthand
+
+
+def _excerpt(pattern: str, width: int = 40) -> str:
+    """The pattern as a repr, cut to `width` characters (error messages name it; a pattern may be huge)."""
+    return repr(pattern) if len(pattern) <= width else repr(pattern[:width]) + f"... ({len(pattern)} chars)"
 
 
 # ---------------------------------------------------------------------------------------- char DFA
@@ -190,16 +212,15 @@ class CharDFA:
     (the caches only memoize pure functions).
     """
 
-    def __init__(self, fsm, *, ascii_only_else: bool = False):
-        mapping = fsm.alphabet._symbol_mapping  # char (or anything_else) -> symbol
-        self._else_symbol = mapping.get(anything_else)
+    def __init__(self, fsm: regex_dfa.CharFSM, *, ascii_only_else: bool = False):
+        self._else_symbol = fsm.else_symbol
         self._ascii_only_else = ascii_only_else
-        pairs = sorted((ord(c), s) for c, s in mapping.items() if c is not anything_else and len(c) == 1)
+        pairs = sorted((ord(c), s) for c, s in fsm.symbol_of.items())
         self._explicit_cps = [cp for cp, _ in pairs]
         self._explicit_syms = [s for _, s in pairs]
         finals = set(fsm.finals)
         reverse: dict = {}
-        for s, row in fsm.map.items():
+        for s, row in enumerate(fsm.map):
             for t in row.values():
                 reverse.setdefault(t, set()).add(s)
         live = set(finals)
@@ -212,31 +233,51 @@ class CharDFA:
                     todo.append(s)
         self.is_empty = fsm.initial not in live
         # Renumber live states 0..n-1 (initial = 0) so states are compact, hashable ints.
-        order = [fsm.initial] + sorted((s for s in live if s != fsm.initial), key=repr)
+        order = [fsm.initial] + sorted(s for s in live if s != fsm.initial)
         number = {s: i for i, s in enumerate(order)}
         self.initial = 0
         self.num_states = len(order)
         self.finals = frozenset(number[s] for s in finals if s in live)
         self._map = [
-            {sym: number[t] for sym, t in fsm.map.get(s, {}).items() if t in live} for s in order
+            {sym: number[t] for sym, t in fsm.map[s].items() if t in live} for s in order
         ]
-        self._reach: list[frozenset] = [self.finals]  # _reach[k]: states with a k-step path to a final
-        self._preds: dict | None = None  # state -> states with a move into it (built on first need)
         self._range_cache: dict = {}
+        self._next_cache: dict = {}
         self._ascii_rows: dict = {}
+        self.derived: dict = {}  # memo of pure functions of this DFA that other modules build (see json_schema.lengths)
 
     @classmethod
     def anything(cls) -> "CharDFA":
-        return cls(interegular.parse_pattern(r"[\s\S]*").to_fsm())
+        # NOTE: built from the tree, not parse_char_fsm: `\S` there would make the else symbol ASCII-only.
+        fsm = regex_dfa.from_tree(interegular.parse_pattern(r"[\s\S]*"), regex_dfa.Budget("any string"))
+        return cls(fsm, ascii_only_else=False)
 
     @classmethod
-    def from_pattern(cls, pattern: str, *, search: bool) -> "CharDFA":
-        fsm, ascii_only_else = parse_char_fsm(pattern, search=search)
+    def from_pattern(cls, pattern: str, *, search: bool, deadline: float | None = None) -> "CharDFA":
+        fsm, ascii_only_else = parse_char_fsm(pattern, search=search, deadline=deadline)
         return cls(fsm, ascii_only_else=ascii_only_else)
 
     @classmethod
-    def from_fsm(cls, fsm, ascii_only_else: bool) -> "CharDFA":
+    def from_fsm(cls, fsm: regex_dfa.CharFSM, ascii_only_else: bool) -> "CharDFA":
         return cls(fsm, ascii_only_else=ascii_only_else)
+
+    @property
+    def explicit_code_points(self) -> list[int]:
+        """The code points the pattern names (sorted); every other one reads as `else_symbol`."""
+        return self._explicit_cps
+
+    @property
+    def ascii_only_else(self) -> bool:
+        """True when `else_symbol` stands only for printable ASCII (see the module docstring)."""
+        return self._ascii_only_else
+
+    def rows(self) -> list[dict]:
+        """state -> {symbol: next state} (read-only view of the trimmed DFA)."""
+        return self._map
+
+    def symbol_of(self, cp: int):
+        """The symbol code point `cp` reads as (None: refused outright)."""
+        return self._symbol(cp)
 
     def _symbol(self, cp: int):
         i = bisect.bisect_left(self._explicit_cps, cp)
@@ -294,46 +335,15 @@ class CharDFA:
             self._range_cache[key] = out
         return out
 
-    def next_states_in_range(self, state: int, lo: int, hi: int) -> set[int]:
-        row = self._map[state]
-        return {row[s] for s in self.symbols_in_range(lo, hi) if s in row}
-
-    def _reach_upto(self, k: int) -> list[frozenset]:
-        """`_reach` extended to level k. Level k+1 = the predecessors of level k (one set union each).
-
-        NOTE: a DFA may be shared by several constraints (compiled leaves are cached), so this never appends
-        to the shared list: it extends a copy and publishes it whole (callers use the list returned)."""
-        reach = self._reach
-        if len(reach) > k:
-            return reach
-        preds = self._preds
-        if preds is None:
-            pairs: dict[int, set] = {}
-            for s, row in enumerate(self._map):
-                for t in row.values():
-                    pairs.setdefault(t, set()).add(s)
-            preds = self._preds = {t: frozenset(ss) for t, ss in pairs.items()}
-        reach = list(reach)
-        empty = frozenset()
-        while len(reach) <= k:
-            reach.append(empty.union(*(preds.get(t, empty) for t in reach[-1])))
-        self._reach = reach
-        return reach
-
-    def can_finish(self, state: int, lo: int, hi: int | None) -> bool:
-        """True iff some path of length L, lo <= L <= hi (hi None = unbounded), leads from state to a final.
-
-        NOTE: the shortest path of length >= lo is at most lo + num_states long (a longer one repeats a
-        state, and cutting that cycle keeps it >= lo), so only lengths up to lo + num_states are examined.
-        """
-        lo = max(lo, 0)
-        top = lo + self.num_states
-        if hi is not None:
-            if hi < lo:
-                return False
-            top = min(top, hi)
-        reach = self._reach_upto(top)
-        return any(state in reach[k] for k in range(lo, top + 1))
+    def next_states_in_range(self, state: int, lo: int, hi: int) -> frozenset[int]:
+        key = (state, lo, hi)
+        hit = self._next_cache.get(key)
+        if hit is None:
+            row = self._map[state]
+            hit = frozenset(row[s] for s in self.symbols_in_range(lo, hi) if s in row)
+            if len(self._next_cache) < 100_000:
+                self._next_cache[key] = hit
+        return hit
 
 
 # ------------------------------------------------------------------------------ regex byte automaton
@@ -385,9 +395,11 @@ class RegexAutomaton:
         return out
 
 
-def regex_automaton(pattern: str) -> RegexAutomaton:
-    """Byte automaton accepting exactly the UTF-8 encodings of the strings `pattern` fully matches."""
-    dfa = CharDFA.from_pattern(pattern, search=False)
+def regex_automaton(pattern: str, *, deadline: float | None = None) -> RegexAutomaton:
+    """Byte automaton accepting exactly the UTF-8 encodings of the strings `pattern` fully matches.
+    deadline: time.monotonic() past which building its DFA stops (ConstraintTooComplexError); the work limits of
+    structgen.fsm.regex_dfa apply either way."""
+    dfa = CharDFA.from_pattern(pattern, search=False, deadline=deadline)
     if dfa.is_empty:
         raise InvalidRegexError(pattern, None, "the pattern matches no string")
     return RegexAutomaton(dfa)

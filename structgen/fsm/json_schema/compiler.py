@@ -14,13 +14,14 @@ import time
 from fractions import Fraction
 from functools import lru_cache
 
-import interegular
 import jsonschema
 
 from ...errors import ConstraintTooComplexError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
+from .. import regex_dfa
 from ..regex import CharDFA, parse_char_fsm
 from .arrays import JsonArray
 from .formats import CHECKED_FORMATS, format_regex
+from .lengths import LENGTH_HORIZON
 from .nodes import NEVER, Node, Whitespace, alt, literal, seq
 from .normalize import TYPES, SchemaDocument, _number, merge, pointer_str, prepare, value_key
 from .numbers import JsonNumber
@@ -50,19 +51,20 @@ _TYPE_KEYWORDS = {
 def _string_dfa(patterns: tuple[str, ...], format_rx: str | None) -> CharDFA:
     """The char DFA of a string's patterns (search semantics) and format regex (full match), intersected.
 
-    NOTE: cached across schemas: parsing a format or pattern with interegular and trimming its DFA costs
-    ~1-30 ms, and schemas repeat the same ones (date-time, email, uuid) many times. A CharDFA is immutable
-    apart from memo tables of pure functions, so sharing it between constraints is safe."""
+    NOTE: cached across schemas: parsing a format or pattern and trimming its DFA costs ~1-30 ms, and schemas repeat
+    the same ones (date-time, email, uuid) many times. A CharDFA is immutable apart from memo tables of pure
+    functions, so sharing it between constraints is safe. Each step is bounded by structgen.fsm.regex_dfa's work
+    limits (ConstraintTooComplexError, never cached: raised again on each try)."""
     fsms, ascii_only = [], False
     for p in patterns:
         fsm, a = parse_char_fsm(p, search=True)  # InvalidRegexError: not cached, raised again on each try
         fsms.append(fsm)
         ascii_only |= a
     if format_rx is not None:
-        fsms.append(interegular.parse_pattern(format_rx).to_fsm())
+        fsms.append(parse_char_fsm(format_rx)[0])
     fsm = fsms[0]
     for other in fsms[1:]:
-        fsm = fsm & other
+        fsm = regex_dfa.intersect(fsm, other, regex_dfa.Budget("the intersection of a string's pattern and format"))
     return CharDFA.from_fsm(fsm, ascii_only)
 
 
@@ -375,7 +377,7 @@ class Compiler:
 
     def string(self, s: dict, where: str) -> Node:
         min_len = _count(s.get("minLength", 0), "minLength", where)
-        max_len = _count(s["maxLength"], "maxLength", where) if "maxLength" in s else None
+        max_len = _count_max(s, "maxLength", where)
         patterns = ([s["pattern"]] if "pattern" in s else []) + list(s.get("__patterns", []))
         for p in patterns:
             if not isinstance(p, str):
@@ -387,6 +389,8 @@ class Compiler:
                 dfa = _string_dfa(tuple(patterns), rx)
             except InvalidRegexError as e:
                 raise UnsupportedSchemaError("pattern", where, str(e)) from None
+            except ConstraintTooComplexError as e:
+                raise ConstraintTooComplexError(f"'pattern' at {where}: {e.what}", e.limit) from None
         else:
             if self._plain_string is None:
                 self._plain_string = CharDFA.anything()
@@ -409,7 +413,7 @@ class Compiler:
         prefix = [self.schema(p, at + ("prefixItems", i), counts) for i, p in enumerate(prefix_schemas)]
         items = self.schema(s["items"], at + ("items",), counts) if "items" in s else self.any_value(self.any_depth)
         min_items = _count(s.get("minItems", 0), "minItems", where)
-        max_items = _count(s["maxItems"], "maxItems", where) if "maxItems" in s else None
+        max_items = _count_max(s, "maxItems", where)
         open_ = seq(literal("["), self._ws) if self.flexible else literal("[")
         close = seq(self._ws, literal("]")) if self.flexible else literal("]")
         return JsonArray.build(prefix, items, min_items, max_items, open_, close, self._punct(",", True))
@@ -469,7 +473,7 @@ class Compiler:
             nxt = seq(self._punct(",", True), key_str, colon)
             extra = (first, nxt, extra_value)
         min_p = _count(s.get("minProperties", 0), "minProperties", where)
-        max_p = _count(s["maxProperties"], "maxProperties", where) if "maxProperties" in s else None
+        max_p = _count_max(s, "maxProperties", where)
         open_ = seq(literal("{"), self._ws) if self.flexible else literal("{")
         close = seq(self._ws, literal("}")) if self.flexible else literal("}")
         return JsonObject.build(specs, open_, close, extra, min_p, max_p)
@@ -537,11 +541,28 @@ _REF_ONLY_OK = frozenset({"title", "description", "$comment", "examples", "defau
 
 
 def _count(v, key: str, where: str) -> int:
+    """A length or count keyword's value; one past LENGTH_HORIZON is refused (no output could be that long)."""
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise InvalidSchemaError(f"'{key}' must be a non-negative integer", where)
+    if v > LENGTH_HORIZON:
+        raise UnsupportedSchemaError(key, where, f"{v} is more than any output can hold (the limit is "
+                                     f"{LENGTH_HORIZON}; the token budget refuses far less)")
     return v
+
+
+def _count_max(s: dict, key: str, where: str) -> int | None:
+    """An upper bound keyword's value, None where absent. NOTE: a bound past LENGTH_HORIZON is no bound at all for
+    anything that can be generated (schemas write 2**53 - 1 for "unbounded"), so it is read as absent."""
+    if key not in s:
+        return None
+    v = s[key]
+    if isinstance(v, float) and v.is_integer() and v > LENGTH_HORIZON:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and v > LENGTH_HORIZON:
+        return None
+    return _count(v, key, where)
 
 
 def _json_type(v) -> str:

@@ -13,7 +13,10 @@ Frame = (node, dfa_state, count, decoded, pending); the opening-quote frame is (
 
 from __future__ import annotations
 
+import math
+
 from ..regex import LEAD_BYTES, CharDFA, utf8_prefix_range, utf8_sequence_length
+from .lengths import walks_of
 from .nodes import DONE_FRAME, NEVER, Node
 
 _QUOTE, _BACKSLASH = 0x22, 0x5C
@@ -39,7 +42,8 @@ class JsonString(Node):
     """A JSON string whose decoded text the DFA accepts, with min_length <= len <= max_length (code points),
     and (if `exclude` is given) different from every name in `exclude`."""
 
-    __slots__ = ("dfa", "min_length", "max_length", "exclude", "_exclude_prefixes", "_cap", "_viable")
+    __slots__ = ("dfa", "min_length", "max_length", "exclude", "_exclude_prefixes", "_cap", "_viable", "_walks",
+                 "always_reads")
 
     def __init__(self, dfa: CharDFA, min_length: int, max_length: int | None, exclude=None):
         self.dfa = dfa
@@ -50,6 +54,11 @@ class JsonString(Node):
                                   if self.exclude else frozenset())
         self._cap = max_length if max_length is not None else min_length
         self._viable: dict = {}
+        self._walks = walks_of(dfa)
+        # NOTE: every frame this leaf makes is viable, so it has a move (a character or the closing quote) -- except
+        # where an excluded name could be spelled in full with nothing after it. The matcher then need not build the
+        # moves of every successor frame only to learn that it reads (see SchemaAutomaton._local_closure).
+        self.always_reads = self.exclude is None
 
     @classmethod
     def build(cls, dfa: CharDFA, min_length: int = 0, max_length: int | None = None, exclude=None) -> Node:
@@ -64,8 +73,19 @@ class JsonString(Node):
         hit = self._viable.get(key)
         if hit is None:
             hi = None if self.max_length is None else self.max_length - count
-            hit = self._viable[key] = self.dfa.can_finish(s, self.min_length - count, hi)
+            hit = self._viable[key] = self._walks.exists(s, self.min_length - count, hi)
         return hit
+
+    def exit_bytes(self, frame, child_exit) -> int | None:
+        """The fewest bytes until this frame pops, in closed form for a frame between characters (None: the matcher
+        searches). NOTE: `count` is capped at min_length when there is no maximum, so min_length - count is exact."""
+        if frame[1] is None or frame[4] is not None or frame[3] is not None:
+            return None  # the opening quote, inside a character, or still spelling a prefix of an excluded name
+        _, s, count, _, _ = frame
+        lo = max(0, self.min_length - count)
+        hi = None if self.max_length is None else self.max_length - count
+        c = self._walks.cheapest(s, lo, hi)
+        return math.inf if c is None else c + 1  # + the closing quote
 
     def _range_viable(self, s: int, count: int, lo: int, hi: int) -> bool:
         c = min(count + 1, self._cap) if self.max_length is None else count + 1
@@ -128,17 +148,31 @@ class JsonString(Node):
                 out[_BACKSLASH] = esc
             row = self.dfa.ascii_row(s)
             c = min(count + 1, self._cap) if self.max_length is None else count + 1
+            # NOTE: most bytes lead to one of a few DFA states: each one's viability and successor frame is found once
+            # per call (this runs once per new count while decoding a string).
+            nxt_of: dict = {}
             for b in range(0x20, 0x80):
                 t = row[b]
-                if t is None or b == _QUOTE or b == _BACKSLASH or not self.viable(t, c):
+                if t is None or b == _QUOTE or b == _BACKSLASH:
                     continue
                 if decoded is not None:
-                    d = decoded + chr(b)
-                    out[b] = (self, t, c, d if d in self._exclude_prefixes else None, None)
-                else:
-                    out[b] = (self, t, c, None, None)
+                    if self.viable(t, c):
+                        d = decoded + chr(b)
+                        out[b] = (self, t, c, d if d in self._exclude_prefixes else None, None)
+                    continue
+                nxt = nxt_of.get(t, nxt_of)
+                if nxt is nxt_of:
+                    nxt = nxt_of[t] = (self, t, c, None, None) if self.viable(t, c) else None
+                if nxt is not None:
+                    out[b] = nxt
+            live: dict = {}
             for b, (rng, rest, span) in LEAD_BYTES.items():
-                if rng is None or not self._range_viable(s, count, *rng):
+                if rng is None:
+                    continue
+                ok = live.get(rng)
+                if ok is None:
+                    ok = live[rng] = any(self.viable(t, c) for t in self.dfa.next_states_in_range(s, *rng))
+                if not ok:
                     continue
                 if self.dfa.uniform_symbol(*rng) is not None and not self._continues_excluded(decoded, *rng):
                     out[b] = (self, s, count, None, ("u8*", rest, span))
