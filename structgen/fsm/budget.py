@@ -20,6 +20,14 @@ time budget, so a search that runs too long is a ConstraintTooComplexError like 
 4. where g fails, bound(s) is a shortest-path search over token transitions that stops at final states and at
    states whose bound is known or whose g succeeds (their bound added): exact for that definition, so still
    safe and consistent.
+5. far states (d(s) > FAR_BYTES: minLength 1e9, minItems 1e6) skip steps 2-4, which walk w(s) and so cost O(d(s)):
+   bound(s) = d(s), one single-byte token per byte of a shortest completion. Safe and consistent when the
+   canonical next byte b of s is a single-byte token and the state after it has bound <= d(s) - 1 (far: d(s) - 1 by
+   this rule; near: checked), which is checked at each far state when its bound is asked for; a far state that fails
+   it (a completion that needs a byte no token spells alone) is a ConstraintTooComplexError, never a wrong bound.
+   Loose (a string of spaces needs ~1/64 of it with SmolLM2), but every far bound is above any budget there is
+   (max_model_len <= 8192 today), so it only decides refusals that are right anyway. Bounds are capped at
+   MAX_BOUND: past it no budget comes near either.
 """
 
 from __future__ import annotations
@@ -37,6 +45,12 @@ from .index import DEAD, TokenIndex
 
 # The bound of a state no token path leads out of (only with vocabularies that cannot spell some bytes).
 UNREACHABLE = (1 << 31) - 1
+# The largest bound of a state that has one (bounds are int32 in the successor tables; no budget comes near).
+MAX_BOUND = UNREACHABLE - 1
+# Byte distance past which a state's bound is its byte distance (rule 5 above) instead of a walk along its shortest
+# completion: that walk materializes a state per byte and numbers ~9 (a 2,048-byte string: ~18k states, ~40 MB of
+# index table, ~0.8 s on this machine; 4,096 bytes took 1.5 s and 75 MB).
+FAR_BYTES = 2048
 # Most states one search (byte or token level) may settle before ConstraintTooComplexError.
 MAX_SEARCH_STATES = 50_000
 # States whose (ids, bounds) of every allowed token stay cached (up to ~400 KB each on a 49k vocabulary).
@@ -248,6 +262,8 @@ class TokenBounds:
             return b
         if self._index.is_final(s):
             b = 0
+        elif self._distance(s) > FAR_BYTES:
+            b = self._far_bound(s)
         else:
             b = self._greedy_count(s)
             if b is None:
@@ -255,12 +271,29 @@ class TokenBounds:
         self._bound[s] = b
         return b
 
+    def _far_bound(self, s: int) -> int:
+        """bound(s) = d(s) for a far state (rule 5 of the module docstring), after checking that it is consistent."""
+        d = self._distance(s)
+        if d >= MAX_BOUND:
+            return MAX_BOUND
+        b = self._next_byte(s)
+        if self._spell[b] < 0:
+            raise ConstraintTooComplexError(f"a token bound for a completion of {d} bytes whose next byte ({b:#04x}) "
+                                            "no single token spells", FAR_BYTES)
+        nxt = int(self._index.byte_row(s)[b])
+        if not self._index.is_final(nxt) and self._distance(nxt) <= FAR_BYTES and self._bound_of(nxt) > d - 1:
+            raise ConstraintTooComplexError(f"a token bound for a completion of {d} bytes", FAR_BYTES)
+        return d
+
     def _terminal(self, s: int) -> int | None:
-        """The bound of `s` where it is known without a token search (final, cached, or greedy spelling)."""
+        """The bound of `s` where it is known without a token search (final, cached, far, or greedy spelling)."""
         if self._index.is_final(s):
             return 0
         b = self._bound.get(s)
         if b is not None:
+            return b
+        if self._distance(s) > FAR_BYTES:
+            b = self._bound[s] = self._far_bound(s)
             return b
         g = self._greedy_count(s)
         if g is not None:

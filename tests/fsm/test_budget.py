@@ -375,3 +375,56 @@ def test_budget_refusal_of_a_constraint_the_tokenizer_cannot_complete_says_so():
     msg = budget_refusal(need=UNREACHABLE, max_tokens=1024, room=8000)
     assert "cannot be completed with this model's tokenizer" in msg
     assert str(UNREACHABLE) not in msg
+
+
+# ---- far states: completions longer than FAR_BYTES ---------------------------------------------------------------
+
+def test_a_huge_minimum_is_refused_by_the_budget_rule_at_once(real_tok):
+    import time
+
+    from structgen.fsm.budget import budget_refusal
+
+    t = time.monotonic()
+    c = compile_json_schema({"type": "string", "minLength": 10**9}, real_tok)
+    need = c.cursor().min_tokens_to_finish()
+    assert need >= 10**9 // real_tok_max_len(real_tok)  # no output this long fits any budget
+    assert budget_refusal(need, max_tokens=8192, room=8192) is not None
+    arr = compile_json_schema({"type": "array", "minItems": 10**7}, real_tok).cursor().min_tokens_to_finish()
+    assert arr >= 10**7
+    assert time.monotonic() - t < 5.0
+
+
+def real_tok_max_len(tok) -> int:
+    from structgen.fsm.vocab import Vocabulary
+
+    return Vocabulary.from_tokenizer(tok).max_token_len
+
+
+def test_far_bounds_are_safe_and_consistent(real_tok):
+    from structgen.fsm.budget import FAR_BYTES
+
+    n = FAR_BYTES + 100
+    c = compile_json_schema({"type": "string", "minLength": n}, real_tok)
+    cur = c.cursor()
+    assert cur.min_tokens_to_finish() == n + 2  # one token per byte: loose, but enough
+    for tok in (c.encode('"')[0], c.encode("  ")[0]):
+        assert cur.advance(tok)
+        b = cur.min_tokens_to_finish()
+        _, bounds = c.bounds.successor_bounds(cur.state)
+        assert 1 + int(bounds[0]) <= b, "no allowed token lowers the bound"
+    # near the end the bound is the greedy count again: far fewer tokens than bytes
+    near = compile_json_schema({"type": "string", "minLength": FAR_BYTES - 100}, real_tok).cursor()
+    assert near.min_tokens_to_finish() < (FAR_BYTES - 100) // 8
+
+
+def test_a_far_state_no_single_token_can_lower_is_an_error_not_a_wrong_bound():
+    from structgen.errors import ConstraintTooComplexError
+    from structgen.fsm.budget import FAR_BYTES
+
+    # _GAPPY spells no "b" alone (nor "bb" at all): inside the string no far bound holds. The check runs where the
+    # bound is asked for, so the request that reaches such a state fails with a clear error there.
+    c = compile_json_schema({"type": "string", "pattern": "^b+$", "minLength": FAR_BYTES + 10}, _GAPPY)
+    cur = c.cursor()
+    assert cur.advance(c.encode('"')[0])
+    with pytest.raises(ConstraintTooComplexError, match="no single token spells"):
+        cur.min_tokens_to_finish()

@@ -41,6 +41,29 @@ class JsonArray(Node):
     def _item(self, k: int) -> Node:
         return self.prefix[k] if k < len(self.prefix) else self.items
 
+    def exit_bytes(self, frame, child_exit) -> float | None:
+        """The fewest bytes until this frame pops, in closed form after the opening bracket (None: at START, where the
+        matcher searches). NOTE: the shortest way out adds items only up to min_items (each costs >= 1 byte) and then
+        closes; one item after another, `items` past the prefix all alike, so it is a sum, not a walk over counts."""
+        _, count, phase = frame
+        if phase == START:
+            return None
+        if phase == ITEM:
+            nxt = count + 1 if self.max_items is not None else min(count + 1, self._cap)
+            return child_exit(self._item(count).entry()) + self.exit_bytes((self, nxt, NEXT), child_exit)
+        total = child_exit(self.close.entry())
+        if count >= self.min_items:
+            return total
+        sep = child_exit(self.sep.entry())
+        for k in range(count, min(self.min_items, len(self.prefix))):
+            total += (sep if k else 0) + child_exit(self.prefix[k].entry())
+        rest = self.min_items - max(count, len(self.prefix))
+        if rest > 0:
+            first = max(count, len(self.prefix))
+            item = child_exit(self.items.entry())
+            total += rest * (sep + item) - (sep if first == 0 else 0)
+        return total
+
     def entry(self):
         return (self, 0, START)
 

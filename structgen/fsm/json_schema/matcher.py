@@ -23,8 +23,10 @@ class SchemaAutomaton:
     """A deterministic byte automaton over a compiled node graph. Thread-compatible, not thread-safe: the
     memo tables grow as states are visited (callers serialize access, as the token layer does)."""
 
-    def __init__(self, root: Node, *, max_states: int):
+    def __init__(self, root: Node, *, max_states: int, closed_forms: bool = True):
         self._max_states = max_states
+        self._closed_forms = closed_forms  # False: exit costs by search alone (tests compare the two)
+        self._check = None  # the deadline check of whoever drives the expansion (see bind_deadline)
         self._moves: dict = {}
         self._local: dict = {}
         self._transitions: dict = {}
@@ -34,6 +36,20 @@ class SchemaAutomaton:
         configs: set = set()
         final = self._closure(root.entry(), None, configs)
         self._initial = (frozenset(configs), final)
+
+    def bind_deadline(self, check) -> None:
+        """Have long expansions call `check()` now and then (it raises to stop them: the token index passes its
+        ConstraintTooComplexError deadline check). None unbinds. Not pickled."""
+        self._check = check
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_check"] = None
+        return state
+
+    def _tick(self) -> None:
+        if self._check is not None:
+            self._check()
 
     @property
     def num_states(self) -> int:
@@ -52,6 +68,7 @@ class SchemaAutomaton:
             return hit
         if len(self._transitions) >= self._max_states:
             raise ConstraintTooComplexError("automaton states", self._max_states, "max_states / STRUCTGEN_MAX_STATES")
+        self._tick()
         configs = state[0]
         if len(configs) == 1:
             (frame, cont), = configs
@@ -84,7 +101,9 @@ class SchemaAutomaton:
     def _merged_moves(self, configs) -> dict:
         """transitions() of a state with several configurations: per byte, the union of theirs."""
         per_byte: dict[int, list] = {}
-        for frame, cont in configs:
+        for i, (frame, cont) in enumerate(configs):
+            if i % 64 == 63:
+                self._tick()
             for b, part in self._config_moves(frame, cont).items():
                 if part is None:
                     continue
@@ -165,6 +184,15 @@ class SchemaAutomaton:
             settled.add(f)
             if len(settled) > MAX_EXIT_SEARCH:
                 raise ConstraintTooComplexError("frames searched for the shortest completion", MAX_EXIT_SEARCH)
+            if len(settled) % 256 == 0:
+                self._tick()
+            closed = self._closed_exit(f)
+            if closed is not None:
+                # NOTE: a node that counts (string length, items, properties) knows its own shortest way out; searching
+                # it frame by frame would visit every count up to the bound (minLength 1e9: 1e9 frames).
+                if closed != _INF:
+                    heapq.heappush(heap, (d + closed, next(tie), None))
+                continue
             for act in f[0].epsilon(f):
                 kind = act[0]
                 if kind == POP:
@@ -182,6 +210,13 @@ class SchemaAutomaton:
                     seen_next.add(nxt)
                     heapq.heappush(heap, (d + 1, next(tie), nxt))
         return _INF
+
+    def _closed_exit(self, frame):
+        """The node's closed form of the frame's exit cost, or None where the search has to walk it."""
+        if not self._closed_forms:
+            return None
+        fn = getattr(frame[0], "exit_bytes", None)
+        return None if fn is None else fn(frame, self._exit_cost)
 
     # ------------------------------------------------------------------------------------- internals
     def _frame_moves(self, frame) -> dict:
@@ -205,8 +240,10 @@ class SchemaAutomaton:
             if item in seen:
                 continue
             seen.add(item)
+            if len(seen) % 256 == 0:
+                self._tick()
             f, pushed = item
-            if self._frame_moves(f):
+            if getattr(f[0], "always_reads", False) or self._frame_moves(f):
                 leaves.append(item)
             for act in f[0].epsilon(f):
                 kind = act[0]

@@ -1,12 +1,18 @@
 """The JSON object node: declared properties in `properties` order (optional ones may be skipped, required
 ones must appear), then extra keys if the schema allows them, with property-count bounds.
 
-Frame = (node, index, count, phase): `index` = next declared property that may come, `count` = properties
-emitted (capped where larger counts behave alike), phase START / KEY / VALUE / EXTRA_VALUE.
+Frame = (node, index, count, phase, distinct): `index` = next declared property that may come (len(props) + 1 once an
+extra key was read), `count` = members read, `distinct` = members that are surely distinct keys (declared ones, plus
+one for any number of extras); both capped where larger values behave alike. Phase START / KEY / VALUE / EXTRA_VALUE.
+
+NOTE: extra keys are any strings but the declared names, so two of them may be the same key, and a parser keeps one:
+`{"a":1,"a":2}` is one property. maxProperties holds whatever the repeats (it counts every member); minProperties counts
+`distinct`, so a repeated extra key can never be what makes an object long enough.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .nodes import GOTO, NEVER, PUSH, Node
@@ -25,7 +31,7 @@ class Property:
 
 class JsonObject(Node):
     __slots__ = ("props", "open", "close", "extra_first", "extra_next", "extra_value", "min_props",
-                 "max_props", "_cap", "_last_required", "_required_from")
+                 "max_props", "_cap", "_dcap", "_last_required", "_required_from")
 
     def __init__(self, props, open_, close, extra_first, extra_next, extra_value, min_props, max_props):
         self.props = tuple(props)
@@ -33,6 +39,7 @@ class JsonObject(Node):
         self.extra_first, self.extra_next, self.extra_value = extra_first, extra_next, extra_value
         self.min_props, self.max_props = min_props, max_props
         self._cap = max(1, (max_props + 1) if max_props is not None else min_props)
+        self._dcap = max(1, min_props)
         n = len(self.props)
         self._required_from = [0] * (n + 1)  # required properties at index >= i
         for i in range(n - 1, -1, -1):
@@ -58,40 +65,64 @@ class JsonObject(Node):
             return NEVER
         return node
 
-    def _can_reach_min(self, index: int, count: int) -> bool:
-        if count >= self.min_props or self.extra_value is not None:
-            return True
-        return count + len(self.props) - index >= self.min_props
+    def _can_reach_min(self, index: int, distinct: int) -> bool:
+        """Whether the declared properties from `index` on, and one extra key if none came yet, can still make up
+        min_properties."""
+        more = max(0, len(self.props) - index) + (1 if self.extra_value is not None and index <= len(self.props) else 0)
+        return distinct + more >= self.min_props
 
     def _bump(self, count: int) -> int:
         return min(count + 1, self._cap)
 
+    def _dbump(self, distinct: int) -> int:
+        return min(distinct + 1, self._dcap)
+
+    def exit_bytes(self, frame, child_exit) -> float | None:
+        """The fewest bytes until this frame pops, in closed form once only extra keys may come (None elsewhere: the
+        matcher searches the declared properties, a bounded walk)."""
+        _, i, count, phase, distinct = frame
+        if phase != KEY or i < len(self.props):
+            return None
+        close = child_exit(self.close.entry())
+        need = self.min_props - distinct
+        if need <= 0:
+            return close
+        full = self.max_props is not None and count >= self.max_props
+        if need > 1 or i > len(self.props) or self.extra_value is None or full:
+            return math.inf  # more distinct keys than one extra can add
+        value = child_exit(self.extra_value.entry())
+        key = child_exit(self.extra_next.entry() if count else self.extra_first.entry())
+        return key + value + close
+
     def entry(self):
-        return (self, 0, 0, START)
+        return (self, 0, 0, START, 0)
 
     def epsilon(self, frame):
-        _, i, count, phase = frame
+        _, i, count, phase, distinct = frame
+        n = len(self.props)
         if phase == START:
-            return ((PUSH, self.open.entry(), (self, 0, 0, KEY)),)
+            return ((PUSH, self.open.entry(), (self, 0, 0, KEY, 0)),)
         if phase == VALUE:
-            return ((PUSH, self.props[i].value.entry(), (self, i + 1, self._bump(count), KEY)),)
+            return ((PUSH, self.props[i].value.entry(), (self, i + 1, self._bump(count), KEY, self._dbump(distinct))),)
         if phase == EXTRA_VALUE:
-            return ((PUSH, self.extra_value.entry(), (self, i, self._bump(count), KEY)),)
+            return ((PUSH, self.extra_value.entry(), (self, n + 1, self._bump(count), KEY, distinct)),)
         acts = []
         room = self.max_props is None or count < self.max_props
-        for j in range(i, len(self.props)):
+        for j in range(i, n):
             p = self.props[j]
-            after = self._bump(count)
             fits = self.max_props is None or count + 1 + self._required_from[j + 1] <= self.max_props
-            if room and fits and self._can_reach_min(j + 1, after):
+            if room and fits and self._can_reach_min(j + 1, self._dbump(distinct)):
                 key = p.next_key if count else p.first_key
-                acts.append((PUSH, key.entry(), (self, j, count, VALUE)))
+                acts.append((PUSH, key.entry(), (self, j, count, VALUE, distinct)))
             if p.required:
                 break
-        if self._required_from[i] == 0:
+        if self._required_from[min(i, n)] == 0:
             if self.extra_value is not None and room:
-                key = self.extra_next if count else self.extra_first
-                acts.append((PUSH, key.entry(), (self, len(self.props), count, EXTRA_VALUE)))
-            if count >= self.min_props:
+                first = i <= n  # the first extra key counts as one more distinct key; repeats may not
+                after = self._dbump(distinct) if first else distinct
+                if after >= self.min_props:  # no declared property can follow an extra one
+                    key = self.extra_next if count else self.extra_first
+                    acts.append((PUSH, key.entry(), (self, n + 1, count, EXTRA_VALUE, after)))
+            if distinct >= self.min_props:
                 acts.append((GOTO, self.close.entry()))
         return tuple(acts)

@@ -38,6 +38,16 @@ def _astral(high: int, low_lo: int, low_hi: int) -> tuple[int, int]:
     return base + (low_lo - 0xDC00), base + (low_hi - 0xDC00)
 
 
+def _least(costs) -> float | None:
+    """The smallest cost, None if any is unknown (then the matcher searches), inf for none."""
+    best = math.inf
+    for c in costs:
+        if c is None:
+            return None
+        best = min(best, c)
+    return best
+
+
 class JsonString(Node):
     """A JSON string whose decoded text the DFA accepts, with min_length <= len <= max_length (code points),
     and (if `exclude` is given) different from every name in `exclude`."""
@@ -76,16 +86,78 @@ class JsonString(Node):
             hit = self._viable[key] = self._walks.exists(s, self.min_length - count, hi)
         return hit
 
-    def exit_bytes(self, frame, child_exit) -> int | None:
-        """The fewest bytes until this frame pops, in closed form for a frame between characters (None: the matcher
-        searches). NOTE: `count` is capped at min_length when there is no maximum, so min_length - count is exact."""
-        if frame[1] is None or frame[4] is not None or frame[3] is not None:
-            return None  # the opening quote, inside a character, or still spelling a prefix of an excluded name
-        _, s, count, _, _ = frame
+    # ----------------------------------------------------------------------------- shortest way out
+    def exit_bytes(self, frame, child_exit) -> float | None:
+        """The fewest bytes until this frame pops (the closing quote read), in closed form; None where the matcher
+        has to search: the opening quote (one byte to a frame between characters) and a text that may still become an
+        excluded name. NOTE: without the closed form inside a character too, a search from `\\u` visits every
+        4-hex-digit spelling (65,536 frames) before the answer, since each is closer than a long minimum length."""
+        if frame[1] is None:
+            return None
+        _, s, count, decoded, pending = frame
+        if pending is None:
+            return None if decoded is not None else self._boundary_exit(s, count)
+        return self._pending_exit(s, count, decoded, pending)
+
+    def _boundary_exit(self, s: int, count: int) -> float:
+        # NOTE: `count` is capped at min_length when there is no maximum, so min_length - count stays exact.
         lo = max(0, self.min_length - count)
         hi = None if self.max_length is None else self.max_length - count
         c = self._walks.cheapest(s, lo, hi)
         return math.inf if c is None else c + 1  # + the closing quote
+
+    def _char_exit(self, s: int, count: int, decoded, k: int, lo: int, hi: int) -> float | None:
+        """k more bytes end a character in [lo, hi]; the fewest bytes out from there (None: it may extend an excluded
+        name, so the matcher searches)."""
+        if lo > hi:
+            return math.inf
+        if self._continues_excluded(decoded, lo, hi):
+            return None
+        c = min(count + 1, self._cap) if self.max_length is None else count + 1
+        best = min((self._boundary_exit(t, c) for t in self.dfa.next_states_in_range(s, lo, hi)), default=math.inf)
+        return k + best
+
+    def _hex_exit(self, s: int, count: int, decoded, digits: str) -> float | None:
+        """After `\\u` and `digits`: a BMP character in 4 - len(digits) bytes, or a high surrogate and its `\\uDCxx`."""
+        r = 4 - len(digits)
+        lo, hi = _hex_span(digits)
+        parts = []
+        if lo < _HIGH[0]:
+            parts.append((r, lo, min(hi, _HIGH[0] - 1)))
+        if hi > _LOW[1]:
+            parts.append((r, max(lo, _LOW[1] + 1), hi))
+        if lo <= _HIGH[1] and hi >= _HIGH[0]:
+            a, b = max(lo, _HIGH[0]), min(hi, _HIGH[1])
+            parts.append((r + 6, _astral(a, 0xDC00, 0xDC00)[0], _astral(b, 0xDFFF, 0xDFFF)[1]))
+        return _least(self._char_exit(s, count, decoded, k, x, y) for k, x, y in parts)
+
+    def _pending_exit(self, s: int, count: int, decoded, pending) -> float | None:
+        """exit_bytes inside a character: as `moves` reads it, kind by kind."""
+        kind = pending[0]
+        if kind == "u8*":
+            t = self.dfa.step_symbol(s, self.dfa.else_symbol)
+            c = min(count + 1, self._cap) if self.max_length is None else count + 1
+            return math.inf if t is None else pending[1] + self._boundary_exit(t, c)
+        if kind == "u8":
+            p = pending[1]
+            rng = utf8_prefix_range(p)
+            if rng is None:
+                return math.inf
+            return self._char_exit(s, count, decoded, utf8_sequence_length(p[0]) - len(p), *rng)
+        if kind == "esc":
+            simple = (self._char_exit(s, count, decoded, 1, cp, cp) for cp in _SIMPLE_ESCAPES.values())
+            hex_ = self._hex_exit(s, count, decoded, "")
+            return _least([*simple, None if hex_ is None else 1 + hex_])
+        if kind == "hex":
+            return self._hex_exit(s, count, decoded, pending[1])
+        high = pending[1]
+        digits = pending[2] if kind == "lohex" else ""
+        k = {"lo?": 6, "lou": 5}.get(kind, 4 - len(digits))
+        lo, hi = _hex_span(digits)
+        lo, hi = max(lo, _LOW[0]), min(hi, _LOW[1])
+        if lo > hi:
+            return math.inf
+        return self._char_exit(s, count, decoded, k, *_astral(high, lo, hi))
 
     def _range_viable(self, s: int, count: int, lo: int, hi: int) -> bool:
         c = min(count + 1, self._cap) if self.max_length is None else count + 1

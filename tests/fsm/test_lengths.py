@@ -1,0 +1,155 @@
+"""structgen/fsm/json_schema/lengths.py and the closed-form exit costs it feeds (strings, arrays, objects): the same
+numbers as the byte-by-byte search they replace, and cheap for any length up to LENGTH_HORIZON."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import jsonschema
+import pytest
+from automaton_helpers import accepts
+
+from structgen.errors import UnsupportedSchemaError
+from structgen.fsm.json_schema import schema_automaton
+from structgen.fsm.json_schema.compiler import Compiler
+from structgen.fsm.json_schema.lengths import LENGTH_HORIZON, char_cost
+from structgen.fsm.json_schema.matcher import SchemaAutomaton
+
+
+def both(schema, extra_properties: bool = False):
+    """The schema's automaton with closed-form exit costs, and one that searches frame by frame (the oracle)."""
+    def make(closed: bool):
+        root = Compiler(schema, extra_properties=extra_properties, whitespace="compact",
+                        max_recursion_depth=3).compile()
+        return SchemaAutomaton(root, max_states=1_000_000, closed_forms=closed)
+    return make(True), make(False)
+
+
+SCHEMAS = [
+    {"type": "string", "minLength": 5},
+    {"type": "string", "minLength": 3, "maxLength": 6, "pattern": "^(ab|c)+$"},
+    {"type": "string", "minLength": 4, "pattern": "^[é-ë]+$"},  # 2-byte characters
+    {"type": "string", "minLength": 2, "maxLength": 9, "pattern": '^["\\\\]+x?$'},  # \" and \\ cost 2
+    {"type": "string", "minLength": 3, "pattern": "^[\\n\\t\x01]*$"},  # escapes: 2 bytes, \u0001: 6
+    {"type": "string", "minLength": 2, "pattern": "^(😀|ab)+$"},  # 4 bytes or a pair of ASCII
+    {"type": "string", "minLength": 4, "pattern": "(é|ab)+"},  # search semantics: anything around
+    {"type": "string", "maxLength": 12, "format": "date"},
+    {"type": "array", "minItems": 4, "items": {"type": "string", "minLength": 2}},
+    {"type": "array", "minItems": 5, "maxItems": 7, "prefixItems": [{"const": "long-first-item"}, {"type": "integer"}]},
+    {"type": "array", "minItems": 1, "prefixItems": [{"type": "boolean"}, {"type": "null"}], "items": False},
+    {"type": "object", "minProperties": 1, "additionalProperties": {"type": "integer"}},
+    {"type": "object", "minProperties": 3, "properties": {"zz": {"type": "string", "minLength": 3}, "a": {"const": 1}},
+     "additionalProperties": {"type": "boolean"}},
+    {"type": "object", "minProperties": 2, "maxProperties": 3, "properties": {"k": {"type": "null"}},
+     "required": ["k"], "additionalProperties": True},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=[json.dumps(s)[:50] for s in SCHEMAS])
+def test_closed_forms_equal_the_search_along_random_walks(schema):
+    closed, searched = both(schema, extra_properties=True)
+    rng = random.Random(json.dumps(schema))
+    for _ in range(12):
+        state = closed.initial()
+        for _ in range(rng.randrange(40)):
+            assert closed.min_bytes_to_final(state) == searched.min_bytes_to_final(state)
+            moves = closed.transitions(state)
+            if not moves:
+                break
+            # mostly ASCII: a byte-uniform walk would stay inside multi-byte characters
+            ascii_ = [b for b in moves if b < 0x80]
+            state = moves[rng.choice(ascii_ if ascii_ and rng.random() < 0.9 else sorted(moves))]
+
+
+@pytest.mark.parametrize("schema", [{"type": "string", "minLength": 3},
+                                    {"type": "string", "minLength": 2, "maxLength": 5, "pattern": "^[a-zé😀\u4e2d]+$"},
+                                    {"type": "object", "properties": {"ab": {"type": "integer"}},
+                                     "additionalProperties": {"type": "string", "minLength": 2}}])
+def test_closed_forms_inside_characters_equal_the_search(schema):
+    # escapes, surrogate pairs and partial UTF-8 sequences, byte by byte (also inside an extra key that may still
+    # become a declared name)
+    closed, searched = both(schema, extra_properties=True)
+    texts = ['"a\\u00', '"\\ud83d\\ude0', '"\\u4e2', '"é', '"\\"x', '"\\n', '"😀a', '"中',
+             '{"a', '{"\\u0061', '{"ab":1,"x":"\\u00e', '{"é":"\\ud83d']
+    for text in texts:
+        state = closed.initial()
+        for b in text.encode():
+            state = closed.transitions(state).get(b)
+            if state is None:
+                break
+            assert closed.min_bytes_to_final(state) == searched.min_bytes_to_final(state), text
+
+
+def test_shortest_completion_is_a_valid_document_of_that_length():
+    # the distance is exact: walking bytes that lower it by one ends in a final state after exactly that many
+    for schema in SCHEMAS:
+        a = schema_automaton(schema, extra_properties=True)
+        state, out = a.initial(), bytearray()
+        d = a.min_bytes_to_final(state)
+        while not a.is_final(state):
+            moves = a.transitions(state)
+            b = min(b for b, t in moves.items() if a.min_bytes_to_final(t) == a.min_bytes_to_final(state) - 1)
+            out.append(b)
+            state = moves[b]
+        assert len(out) == d
+        jsonschema.validate(json.loads(out), schema)
+
+
+@pytest.mark.parametrize("n", [10**12, 10**12 + 1])
+def test_huge_lengths_are_exact_and_cheap(n):
+    # n characters of (é|ab)+: pairs "ab" at 1 byte a character, one é (2 bytes) when n is odd
+    t = time.monotonic()
+    a = schema_automaton({"type": "string", "pattern": "^(é|ab)+$", "minLength": n, "maxLength": n})
+    assert a.min_bytes_to_final(a.initial()) == 2 + n + (n % 2)
+    arr = schema_automaton({"type": "array", "minItems": n, "items": {"type": "string", "minLength": 3}})
+    assert arr.min_bytes_to_final(arr.initial()) == 2 + 5 * n + (n - 1)  # "xxx" and a comma each
+    props = {f"p{i}": {"type": "null"} for i in range(50)}
+    obj = schema_automaton({"type": "object", "minProperties": 50, "properties": props, "maxProperties": n})
+    assert obj.min_bytes_to_final(obj.initial()) == 2 + sum(len(f'"p{i}":null') for i in range(50)) + 49
+    assert time.monotonic() - t < 1.0
+
+
+def test_lengths_past_the_horizon():
+    with pytest.raises(UnsupportedSchemaError, match="minLength") as e:
+        schema_automaton({"type": "string", "minLength": LENGTH_HORIZON + 1})
+    assert e.value.pointer == "#"
+    with pytest.raises(UnsupportedSchemaError, match="minItems"):
+        schema_automaton({"properties": {"x": {"type": "array", "minItems": 1e300}}})
+    # an upper bound past it bounds nothing that can be generated: read as absent
+    a = schema_automaton({"type": "string", "maxLength": 2**62})
+    assert accepts(a, json.dumps("x" * 5000))
+    b = schema_automaton({"type": "array", "maxItems": 1e300, "items": {"type": "null"}})
+    assert accepts(b, "[null,null]")
+
+
+def test_viability_of_long_lengths_matches_the_pattern():
+    # (ab)+ has only even lengths: an odd exact length admits nothing; `^a{3}$` no length past 3
+    with pytest.raises(Exception, match="admits no value"):
+        schema_automaton({"type": "string", "pattern": "^(ab)+$", "minLength": 10**9 + 1, "maxLength": 10**9 + 1})
+    with pytest.raises(Exception, match="admits no value"):
+        schema_automaton({"type": "string", "pattern": "^a{3}$", "minLength": 4})
+    a = schema_automaton({"type": "string", "pattern": "^(ab)+$", "minLength": 10**9 + 1})
+    assert a.min_bytes_to_final(a.initial()) == 2 + 10**9 + 1 + 1
+
+
+def test_repeated_extra_keys_never_make_up_min_properties():
+    # `{"a":1,"a":2}` is one property to a parser: extra keys may repeat, so at most one counts towards the minimum
+    a = schema_automaton({"type": "object", "minProperties": 2, "properties": {"k": {"type": "integer"}},
+                          "additionalProperties": {"type": "integer"}})
+    assert accepts(a, '{"k":1,"x":2}')
+    assert not accepts(a, '{"x":1,"y":2}') and not accepts(a, '{"x":1,"x":2}')
+    with pytest.raises(Exception, match="admits no value"):
+        schema_automaton({"type": "object", "minProperties": 2, "additionalProperties": True})
+    assert accepts(schema_automaton({"type": "object", "maxProperties": 2, "additionalProperties": True}),
+                   '{"x":1,"y":2}')
+
+
+def test_char_cost_is_the_shortest_json_spelling():
+    for cp in list(range(0x300)) + [0x7FF, 0x800, 0xFFFF, 0x10000, 0x10FFFF]:
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        spelled = json.dumps(chr(cp), ensure_ascii=False)[1:-1].encode()
+        assert char_cost(cp) == min(len(spelled), 6), hex(cp)
+    assert char_cost(0xD800) is None
