@@ -50,10 +50,11 @@ ISOLATIONS = ("process", "thread")
 _POLL_S = 0.01
 # Seconds a new worker may take to load the tokenizer and its vocabulary before it counts as broken.
 _START_TIMEOUT_S = 60.0
-# A worker that served this many compiles, or that holds more than half the memory limit once idle, is replaced:
-# Python rarely hands freed memory back to the system, so a long-lived worker would keep its largest compile's peak.
+# A worker that served this many compiles, or that holds this much more memory once idle than when it started, is
+# replaced: Python rarely hands freed memory back to the system, so a long-lived worker would keep its largest
+# compile's peak (up to the memory limit, in every worker).
 _MAX_JOBS_PER_WORKER = 500
-_IDLE_MEMORY_SHARE = 0.5
+_IDLE_GROWTH_BYTES = 256 << 20
 
 
 class CompileFuture(Future):
@@ -333,7 +334,7 @@ class CompilePool:
 
     def _release(self, worker: _Worker, client: str, healthy: bool, limits: CompileLimits) -> None:
         retire = (not healthy or worker.jobs >= _MAX_JOBS_PER_WORKER
-                  or worker.rss() > _IDLE_MEMORY_SHARE * limits.max_memory_bytes)
+                  or worker.rss() > worker.ready_rss + min(_IDLE_GROWTH_BYTES, limits.max_memory_bytes // 2))
         if retire:
             worker.kill()
         with self._cond:
@@ -382,6 +383,7 @@ class _Worker:
         self.pid = self.process.pid
         self.busy = False
         self.jobs = 0
+        self.ready_rss = 0  # resident bytes once it loaded the tokenizer (what it grows from)
         self._ready = False
         try:
             self.conn_out.send_bytes(blob)
@@ -402,6 +404,7 @@ class _Worker:
             if status != "ready":
                 raise RuntimeError(f"a compile worker could not load the tokenizer: {body}")
             self._ready = True
+            self.ready_rss = self.rss()
         self.jobs += 1
 
     def rss(self) -> int:
