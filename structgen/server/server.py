@@ -42,7 +42,7 @@ class Server:
 
     def _load(self) -> dict:
         try:
-            return self.servicer.load()
+            return {**self.servicer.load(), "compile": self.servicer.compile_stats()}
         except Exception:  # a scrape must never fail because the engine is mid-shutdown
             return {"in_flight": len(self.admission)}
 

@@ -200,11 +200,14 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         stats = self.engine.stats()
         used = int(getattr(stats, "kv_blocks_used", 0))
         free = int(getattr(stats, "kv_blocks_free", 0))
-        compile_stats = getattr(self.engine, "compile_stats", None)
         return dict(in_flight=len(self.admission), queued=int(getattr(stats, "queue_len", 0)),
                     running=int(getattr(stats, "running", 0)), kv_blocks_used=used, kv_blocks_total=used + free,
-                    kv_blocks_cached=int(getattr(stats, "kv_blocks_cached", 0)),
-                    compile=compile_stats() if compile_stats is not None else {})
+                    kv_blocks_cached=int(getattr(stats, "kv_blocks_cached", 0)))
+
+    def compile_stats(self) -> dict:
+        """The compile pool's counters and gauges (empty for an engine without one)."""
+        stats = getattr(self.engine, "compile_stats", None)
+        return stats() if stats is not None else {}
 
     async def _compile(self, spec, context) -> tuple[object, bool]:
         """(compiled constraint, whether this server compiled the same constraint before).

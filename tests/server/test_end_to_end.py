@@ -196,6 +196,8 @@ def test_cancel_mid_stream_frees_kv(client):
 
 def test_metrics_endpoint(client, real_server):
     client.generate("Is water wet? Answer:", choices=["yes", "no"], max_tokens=3)
+    # A constraint no cache (memory or disk) has seen: compiled by a worker process.
+    client.generate("Pick one:", choices=[f"option-{time.time_ns()}", "none"], max_tokens=8)
     with pytest.raises(structgen.InvalidRequest):
         client.generate("x", max_tokens=0)
     port = real_server.server.metrics.http_port
