@@ -35,6 +35,11 @@ _NO_DEADLINE = float("inf")
 _DENSE_SHARE = 0.25
 # State numbers are packed as (state << 8 | byte) into int32 when walking the table.
 MAX_STATES_LIMIT = (1 << 23) - 1
+# Default of `max_table_bytes` (CompileLimits.max_table_bytes / STRUCTGEN_MAX_TABLE_MB has the same default): about
+# 500k table rows or 85k masks of a 49k vocabulary; tables growing past it while decoding fail that request alone.
+DEFAULT_MAX_TABLE_BYTES = 512 << 20
+# Rough bytes per numbered state besides its table row (its key in `_ids`, its automaton state object).
+_STATE_OVERHEAD_BYTES = 200
 
 
 class TokenIndex:
@@ -44,22 +49,29 @@ class TokenIndex:
         automaton: the byte automaton (its states must be hashable; for the disk cache, picklable).
         vocab: the tokenizer's vocabulary view.
         max_states: most states this index may number before ConstraintTooComplexError.
-        timeout_s: most seconds one mask build (or compile, see `build_initial`) may take.
+        timeout_s: most seconds one mask build (or compile, see `build_initial`) may take; long expansions inside the
+            automaton check it too where the automaton offers `bind_deadline` (the JSON Schema automaton does).
+        max_table_bytes: most bytes the tables, masks and numbered states (`nbytes`) may grow to before
+            ConstraintTooComplexError.
     """
 
     _INITIAL_CAPACITY = 64
 
-    def __init__(self, automaton: ByteAutomaton, vocab: Vocabulary, *, max_states: int, timeout_s: float):
+    def __init__(self, automaton: ByteAutomaton, vocab: Vocabulary, *, max_states: int, timeout_s: float,
+                 max_table_bytes: int = DEFAULT_MAX_TABLE_BYTES):
         if max_states < 1:
             raise ValueError(f"max_states must be >= 1, got {max_states}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_states > MAX_STATES_LIMIT:
             raise ValueError(f"max_states must be <= {MAX_STATES_LIMIT}, got {max_states}")
+        if max_table_bytes < 1:
+            raise ValueError(f"max_table_bytes must be >= 1, got {max_table_bytes}")
         self.automaton = automaton
         self.vocab = vocab
         self.max_states = int(max_states)
         self.timeout_s = float(timeout_s)
+        self.max_table_bytes = int(max_table_bytes)
         self._lock = threading.RLock()
         self._states: list[Hashable] = []
         self._ids: dict[Hashable, int] = {}
@@ -71,6 +83,7 @@ class TokenIndex:
         self._masks: dict[int, np.ndarray] = {}  # state -> (num_words,) int32, read-only
         self._version = 0  # bumped on every growth; the disk cache saves when it moved
         self._deadline = _NO_DEADLINE
+        self._bind_automaton()
         with self._lock:
             self._number(automaton.initial())
 
@@ -90,9 +103,24 @@ class TokenIndex:
     @property
     def nbytes(self) -> int:
         """Bytes of the tables and masks built so far, plus a rough 200 bytes per numbered automaton state."""
+        return self._nbytes(len(self._table), len(self._masks), len(self._states))
+
+    def _nbytes(self, rows: int, masks: int, states: int) -> int:
         per_row = self._table.itemsize * 256 + 1 + 1 + 2  # table row, _materialized, _final, _only_byte
-        return (len(self._table) * per_row + len(self._masks) * self.vocab.num_words * 4
-                + 200 * len(self._states))
+        return rows * per_row + masks * self.vocab.num_words * 4 + _STATE_OVERHEAD_BYTES * states
+
+    def _check_bytes(self, rows: int, masks: int, states: int) -> None:
+        if self._nbytes(rows, masks, states) > self.max_table_bytes:
+            raise ConstraintTooComplexError(
+                f"bytes of the constraint's token tables and masks ({rows} table rows, {masks} masks)",
+                self.max_table_bytes, "STRUCTGEN_MAX_TABLE_MB")
+
+    def _bind_automaton(self) -> None:
+        # NOTE: the automaton checks this index's deadline inside its own long loops (a state with thousands of
+        # configurations, a shortest-completion search), so one expansion cannot run past timeout_s unnoticed.
+        bind = getattr(self.automaton, "bind_deadline", None)
+        if callable(bind):
+            bind(self._check_deadline)
 
     @property
     def version(self) -> int:
@@ -218,7 +246,10 @@ class TokenIndex:
         cap = self._table.shape[0]
         if need <= cap:
             return
-        new_cap = max(need, cap * 2)
+        new_cap = max(need, min(cap * 2, self.max_states))
+        per_row = self._table.itemsize * 256 + 4
+        room = (self.max_table_bytes - self._nbytes(0, len(self._masks), len(self._states) + 1)) // per_row
+        new_cap = max(need, min(new_cap, room))  # doubling stops at the byte limit rather than failing there
         table = np.full((new_cap, 256), DEAD, dtype=np.int32)
         table[:cap] = self._table
         materialized = np.zeros(new_cap, dtype=bool)
@@ -238,6 +269,7 @@ class TokenIndex:
         sid = len(self._states)
         if sid >= self.max_states:
             raise ConstraintTooComplexError("automaton states", self.max_states, "STRUCTGEN_MAX_STATES")
+        self._check_bytes(max(len(self._table), sid + 1), len(self._masks), sid + 1)
         self._grow(sid + 1)
         self._final[sid] = bool(self.automaton.is_final(state))
         self._states.append(state)
@@ -365,6 +397,7 @@ class TokenIndex:
         ids = np.concatenate(allowed) if allowed else np.zeros(0, dtype=np.int32)
         if self._final[state] and v.eos_token_ids.size:
             ids = np.concatenate([ids, v.eos_token_ids])
+        self._check_bytes(len(self._table), len(self._masks) + 1, len(self._states))
         mask = bitmask.pack(ids, v.vocab_size)
         mask.flags.writeable = False
         self._masks[state] = mask
@@ -391,7 +424,8 @@ class TokenIndex:
             }
 
     @classmethod
-    def restore(cls, snap: dict, vocab: Vocabulary, *, max_states: int, timeout_s: float) -> "TokenIndex":
+    def restore(cls, snap: dict, vocab: Vocabulary, *, max_states: int, timeout_s: float,
+                max_table_bytes: int = DEFAULT_MAX_TABLE_BYTES) -> "TokenIndex":
         """An index rebuilt from `snapshot()` for the same tokenizer (ValueError if the vocabulary differs)."""
         if snap["fingerprint"] != vocab.fingerprint or snap["vocab_size"] != vocab.vocab_size:
             raise ValueError("snapshot was built for another tokenizer")
@@ -400,6 +434,7 @@ class TokenIndex:
         self.vocab = vocab
         self.max_states = max(int(max_states), len(snap["states"]))
         self.timeout_s = float(timeout_s)
+        self.max_table_bytes = int(max_table_bytes)  # NOTE: what was built already stays, even past it
         self._lock = threading.RLock()
         self._states = list(snap["states"])
         self._ids = {s: i for i, s in enumerate(self._states)}
@@ -423,4 +458,5 @@ class TokenIndex:
             m.flags.writeable = False
         self._version = int(snap["version"])
         self._deadline = _NO_DEADLINE
+        self._bind_automaton()
         return self

@@ -2,6 +2,7 @@
 
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -132,6 +133,68 @@ def test_bad_limits_are_value_errors():
         make_index(DigitsAutomaton(), max_states=0)
     with pytest.raises(ValueError):
         make_index(DigitsAutomaton(), timeout_s=0)
+    with pytest.raises(ValueError):
+        TokenIndex(DigitsAutomaton(), Vocabulary.from_tokenizer(toy_tokenizer()), max_states=10, timeout_s=1.0,
+                   max_table_bytes=0)
+
+
+def _index_with_bytes(automaton, max_table_bytes: int) -> TokenIndex:
+    return TokenIndex(automaton, Vocabulary.from_tokenizer(toy_tokenizer()), max_states=1_000_000, timeout_s=30.0,
+                      max_table_bytes=max_table_bytes)
+
+
+def test_table_bytes_limit_raises_too_complex_and_keeps_what_was_built():
+    tok = toy_tokenizer()
+    index = _index_with_bytes(CountingAutomaton(), 300 * 1024)  # ~290 table rows
+    a = tok.encode("a")[0]
+    s, reached = index.initial, []
+    with pytest.raises(ConstraintTooComplexError, match="bytes of the constraint's token tables.*STRUCTGEN_MAX_TABLE_MB"):
+        for _ in range(1000):
+            s = index.next_state(s, a)
+            reached.append(s)
+    assert 200 < len(reached) < 300 and index.nbytes <= 300 * 1024
+    assert index.next_state(index.initial, a) == reached[0]  # the index stays usable
+
+
+def test_table_bytes_limit_counts_masks():
+    tok = toy_tokenizer()
+    index = _index_with_bytes(CountingAutomaton(), 200 * 1024)
+    a = tok.encode("a")[0]
+    with pytest.raises(ConstraintTooComplexError, match="masks"):
+        s = index.initial
+        for _ in range(150):  # 150 states fit the table; their masks do not
+            index.mask(s)
+            s = index.next_state(s, a)
+    assert index.nbytes <= 200 * 1024
+
+
+def test_a_long_expansion_inside_the_automaton_stops_at_the_time_limit():
+    from structgen.fsm.budget import TokenBounds
+    from structgen.fsm.json_schema.compiler import Compiler
+    from structgen.fsm.json_schema.matcher import SchemaAutomaton
+
+    # Without its closed form, the shortest completion of an integer >= 1e8 is a search over every viable prefix
+    # shorter than 9 digits: one call into the automaton that runs ~85 s. The index's deadline reaches inside it.
+    root = Compiler({"type": "integer", "minimum": 10**8}, extra_properties=False, whitespace="compact",
+                    max_recursion_depth=3).compile()
+    index = make_index(SchemaAutomaton(root, max_states=10**6, closed_forms=False), timeout_s=0.3)
+    t = time.monotonic()
+    with pytest.raises(ConstraintTooComplexError, match="STRUCTGEN_COMPILE_TIMEOUT_S"):
+        TokenBounds(index).bound(index.initial)
+    assert time.monotonic() - t < 3.0
+
+
+def test_a_state_with_many_configurations_checks_the_deadline_while_it_expands():
+    from structgen.fsm.json_schema import schema_automaton
+
+    a = schema_automaton({"anyOf": [{"type": "object", "properties": {f"k{i}": {"type": "string"}},
+                                     "required": [f"k{i}"]} for i in range(1000)]})
+    state = a.transitions(a.initial())[ord("{")]
+    calls = []
+    a.bind_deadline(lambda: calls.append(1))
+    a.transitions(state)  # one state, 1000 configurations
+    assert len(calls) >= 10
+    a.bind_deadline(None)
 
 
 def test_two_threads_building_masks_agree_with_one_thread():
