@@ -57,6 +57,7 @@ class Report:
     memory_mb: list[tuple[float, float]] = field(default_factory=list)  # (time, server + workers RSS MiB)
     deadline_s: float = 0.0
     wall_s: float = 0.0
+    end_split_mb: tuple[float, float] | None = None  # (server process, compile workers) at the end
 
     def statuses(self) -> Counter:
         return Counter(o.status for o in self.outcomes)
@@ -93,7 +94,8 @@ class Report:
                f"- good requests answered during the run: {ok_probes} of {len(self.probes)}"]
         if mem:
             out.append(f"- server + compile workers resident memory: start {mem[0]:.0f} MiB, peak {max(mem):.0f} MiB, "
-                       f"end {mem[-1]:.0f} MiB")
+                       f"end {mem[-1]:.0f} MiB" + (f" (server {self.end_split_mb[0]:.0f}, workers "
+                                                   f"{self.end_split_mb[1]:.0f})" if self.end_split_mb else ""))
         return "\n".join(out)
 
 
@@ -276,10 +278,10 @@ def _call(channel, case: Case, deadline_s: float, metadata) -> Outcome:
     return Outcome(case.name, case.method, status, message, time.monotonic() - t0)
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, with_children: bool = True) -> float:
     """Resident MiB of `pid` and all its descendants (the server and its compile workers)."""
     total = 0
-    for p in [pid] + _descendants(pid):
+    for p in [pid] + (_descendants(pid) if with_children else []):
         try:
             with open(f"/proc/{p}/statm") as fh:
                 total += int(fh.read().split()[1])
@@ -361,6 +363,8 @@ def run_hostile(target: str, cases: list[Case], *, deadline_s: float = 20.0, con
     report.probes.append(probe())  # after the run
     if server_pid is not None:
         report.memory_mb.append((time.monotonic() - t_start, rss_mb(server_pid)))
+        alone = rss_mb(server_pid, with_children=False)
+        report.end_split_mb = (alone, report.memory_mb[-1][1] - alone)
     report.wall_s = time.monotonic() - t_start
     for ch in channels + [probe_channel]:
         ch.close()
