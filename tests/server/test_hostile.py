@@ -21,10 +21,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 COMPILE_TIMEOUT_S = 10.0
 SERVE_ARGS = ["--kv-cache-bytes", str(256 << 20), "--drain-timeout", "5", "--max-num-seqs", "16"]
-# Resident memory the server (with its compile workers) may gain over a whole hostile run. Workers are recycled
-# once their idle memory passes half their limit, the compile cache holds 256 MiB of tables, prompts of thousands
-# of tokens leave the allocator's arenas behind: measured +560 MiB on this machine (RESULTS.md), bound with headroom.
-MEMORY_GROWTH_BOUND_MB = 1024
+# Resident memory the server (with its compile workers) may gain over a whole hostile run. Measured on this machine
+# (benchmarks/RESULTS.md): +900 MiB after one round, +980 after three (it plateaus: the compile cache's 256 MiB of
+# tables, the allocator's arenas after prompts of thousands of tokens, workers replaced once 256 MiB above their
+# start). The bound leaves room for a noisy machine; the server grew by 16.7 GB.
+MEMORY_GROWTH_BOUND_MB = 1536
 
 
 @pytest.fixture(scope="module")
