@@ -23,7 +23,7 @@ from .arrays import JsonArray
 from .formats import CHECKED_FORMATS, format_regex
 from .lengths import LENGTH_HORIZON
 from .nodes import NEVER, Node, Whitespace, alt, literal, seq
-from .normalize import TYPES, SchemaDocument, _number, merge, pointer_str, prepare, value_key
+from .normalize import TYPES, SchemaDocument, _is_annotation, _number, merge, pointer_str, prepare, value_key
 from .numbers import JsonNumber
 from .objects import JsonObject
 from .strings import JsonString
@@ -103,9 +103,8 @@ class Compiler:
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise ConstraintTooComplexError("schema nodes (after unrolling recursion)", MAX_NODES)
-        if self._nodes % 64 == 0 and time.monotonic() > self._deadline:
-            raise ConstraintTooComplexError("seconds compiling the schema", self._compile_timeout_s,
-                                            "STRUCTGEN_COMPILE_TIMEOUT_S")
+        if self._nodes % 64 == 0:
+            self._check_deadline()
         if s is True:
             return self.any_value(self.any_depth)
         if s is False:
@@ -321,10 +320,12 @@ class Compiler:
         values = s["enum"]
         if len(values) > MAX_ENUM_VALUES:
             raise ConstraintTooComplexError("enum values", MAX_ENUM_VALUES)
-        validator = self._root_validator()
+        checks = [self._enum_check(src) for src in s.get("__src", [])]
         options = set()
-        for v in values:
-            if not all(self._valid(validator, src, v) for src in s.get("__src", [])):
+        for i, v in enumerate(values):
+            if i % 256 == 255:
+                self._check_deadline()
+            if not all(check(v) for check in checks):
                 continue
             for sep in ((",", ":"), (", ", ": ")):
                 for ascii_ in (True, False):
@@ -336,6 +337,45 @@ class Compiler:
                 options.add(str(int(v)).encode())
         return literal(*sorted(options))
 
+    def _enum_check(self, src):
+        """value -> whether it is valid under the original subschema `src`.
+
+        NOTE: src's own enum / const become a set lookup, the rest one validator built once: jsonschema checks enum
+        membership by a scan, so validating each of n values against a schema holding them took O(n**2) (a 10,000
+        value enum: minutes)."""
+        if not isinstance(src, dict):
+            return lambda v: src is not False
+        keys = None
+        if isinstance(src.get("enum"), list):
+            keys = {value_key(x) for x in src["enum"]}
+        if "const" in src:
+            c = value_key(src["const"])
+            keys = {c} if keys is None else keys & {c}
+        rest = {k: x for k, x in src.items() if k not in ("enum", "const")}
+        validator = None
+        if any(not _is_annotation(k) for k in rest):
+            try:
+                validator = self._root_validator().evolve(schema=rest)
+            except Exception:  # a schema jsonschema cannot evaluate: drop every value (never admit one unchecked)
+                return lambda v: False
+
+        def check(v) -> bool:
+            if keys is not None and value_key(v) not in keys:
+                return False
+            if validator is None:
+                return True
+            try:
+                return validator.is_valid(v)
+            except Exception:  # as above
+                return False
+
+        return check
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise ConstraintTooComplexError("seconds compiling the schema", self._compile_timeout_s,
+                                            "STRUCTGEN_COMPILE_TIMEOUT_S")
+
     def _root_validator(self):
         if self._validator is None:
             root = self.doc.root
@@ -343,13 +383,6 @@ class Compiler:
                 if isinstance(root, dict) else jsonschema.Draft202012Validator
             self._validator = cls(root, format_checker=cls.FORMAT_CHECKER)
         return self._validator
-
-    @staticmethod
-    def _valid(validator, src, value) -> bool:
-        try:
-            return validator.evolve(schema=src).is_valid(value)
-        except Exception:  # a schema jsonschema cannot evaluate: drop the value (never admit it unchecked)
-            return False
 
     def number(self, s: dict, integer: bool, where: str) -> Node:
         lo, lo_x, hi, hi_x = None, False, None, False
