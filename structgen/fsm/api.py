@@ -358,7 +358,8 @@ def build_snapshot(job: CompileJob, tokenizer) -> dict:
 def _index_limits(limits: CompileLimits) -> dict:
     # NOTE: the index's own time limit is per state built later, in the decoding loop (expand_timeout_s); the
     # compile's build_initial is given the compile's deadline explicitly.
-    return dict(max_states=_index_max_states(limits), timeout_s=limits.expand_timeout_s)
+    return dict(max_states=_index_max_states(limits), timeout_s=limits.expand_timeout_s,
+                max_table_bytes=limits.max_table_bytes)
 
 
 def lookup_compiled(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,

@@ -210,6 +210,7 @@ class TokenIndex:
 
     def build_initial(self, deadline: float) -> None:
         """Build the initial state's mask within `deadline` (time.monotonic()): what "compile" means."""
+        self._compile_budget_s = max(deadline - time.monotonic(), 0.0)
         with self._growing(deadline):
             self._build_mask(self.initial)
 
@@ -221,6 +222,7 @@ class TokenIndex:
             outer = self._deadline == _NO_DEADLINE
             if outer:
                 self._deadline = deadline if deadline is not None else time.monotonic() + self.timeout_s
+                self._deadline_is_compile = deadline is not None
             try:
                 yield
             finally:
@@ -239,8 +241,12 @@ class TokenIndex:
 
     def _check_deadline(self) -> None:
         if time.monotonic() > self._deadline:
-            raise ConstraintTooComplexError("time to build a state's token mask (s)", self.timeout_s,
-                                            "STRUCTGEN_COMPILE_TIMEOUT_S")
+            if getattr(self, "_deadline_is_compile", False):  # build_initial: the compile's own time limit
+                raise ConstraintTooComplexError("compile time (s)", round(self._compile_budget_s, 3),
+                                                "STRUCTGEN_COMPILE_TIMEOUT_S")
+            # A state reached while decoding: its own, shorter limit (every other request waits for it).
+            raise ConstraintTooComplexError("time to build one state reached while decoding (s)", self.timeout_s,
+                                            "STRUCTGEN_EXPAND_TIMEOUT_S")
 
     def _grow(self, need: int) -> None:
         cap = self._table.shape[0]
