@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import warnings
 from functools import lru_cache
 
 import interegular
@@ -166,7 +167,9 @@ def parse_char_fsm(pattern: str, *, search: bool = False, deadline: float | None
     if len(pattern) > regex_dfa.MAX_PATTERN_CHARS:
         raise ConstraintTooComplexError(f"{what}: characters in the pattern", regex_dfa.MAX_PATTERN_CHARS)
     try:
-        re.compile(pattern)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # re's "possible nested set": the user's pattern, not ours
+            re.compile(pattern)
     except re.error as e:
         raise InvalidRegexError(pattern, e.pos, str(e)) from None
     except OverflowError as e:  # a repetition count past re's own limit (2**32 - 1)
@@ -181,7 +184,9 @@ def parse_char_fsm(pattern: str, *, search: bool = False, deadline: float | None
     if anchor_pos is not None:
         raise InvalidRegexError(pattern, anchor_pos + (1 if start else 0),
                                 "anchors are supported only at the very start and end")
-    regex_dfa.precheck(pattern, what)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        regex_dfa.precheck(pattern, what)
     body = _expand_unicode_escapes(body)
     if search:
         body = ("" if start else r"[\s\S]*") + f"(?:{body})" + ("" if end else r"[\s\S]*")

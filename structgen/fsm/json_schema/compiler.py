@@ -228,7 +228,12 @@ class Compiler:
             if n is False:
                 continue
             if keys == {"type"}:
-                forbidden = set([n["type"]] if isinstance(n["type"], str) else n["type"])
+                t = n["type"]
+                if isinstance(t, str):
+                    t = [t]
+                if not isinstance(t, list) or not all(isinstance(x, str) and x in TYPES for x in t):
+                    raise InvalidSchemaError(f"bad 'type' {n['type']!r}", where + "/not")
+                forbidden = set(t)
                 if "number" in forbidden:
                     forbidden.add("integer")
                 allowed = [t for t in self.types_of(s) if t not in forbidden]
@@ -238,6 +243,8 @@ class Compiler:
                 continue
             if keys == {"required"} and isinstance(n["required"], list) and len(n["required"]) == 1:
                 name = n["required"][0]
+                if not isinstance(name, str):
+                    raise InvalidSchemaError("'required' must be an array of strings", where + "/not")
                 if name in s.get("required", []):
                     s["type"] = [t for t in self.types_of(s) if t != "object"]
                 else:

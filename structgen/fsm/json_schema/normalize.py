@@ -205,7 +205,43 @@ def prepare(schema: dict, where: str) -> dict:
         s["type"] = list(dict.fromkeys(ts))
     if s.get("nullable") is True and "type" in s and "null" not in s["type"]:
         s["type"] = s["type"] + ["null"]
+    _check_shapes(s, where)
     return s
+
+
+_COUNT_KEYS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+_NUMBER_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+_SCHEMA_KEYS = ("items", "additionalProperties", "not")
+_LIST_KEYS = ("allOf", "anyOf", "oneOf")
+
+
+def _check_shapes(s: dict, where: str) -> None:
+    """InvalidSchemaError for a keyword whose value has the wrong JSON type, before `merge` or the compiler combine
+    it with another (`{"allOf": [{"properties": 5}, {"properties": {}}]}` raised TypeError there)."""
+    for key in _COUNT_KEYS:
+        v = s.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                              or (isinstance(v, float) and not v.is_integer())):
+            raise InvalidSchemaError(f"'{key}' must be a non-negative integer", where)
+    for key in _NUMBER_KEYS:
+        v = s.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InvalidSchemaError(f"'{key}' must be a number", where)
+    for key in ("properties", "patternProperties"):
+        if key in s and not isinstance(s[key], dict):
+            raise InvalidSchemaError(f"'{key}' must be an object", where)
+    for key in _SCHEMA_KEYS:
+        if key in s and not isinstance(s[key], (dict, bool)):
+            raise InvalidSchemaError(f"'{key}' must be a schema (an object or a boolean)", where)
+    for key in _LIST_KEYS:
+        if key in s and (not isinstance(s[key], list) or not s[key]):
+            raise InvalidSchemaError(f"'{key}' must be a non-empty array", where)
+    if "prefixItems" in s and not isinstance(s["prefixItems"], list):
+        raise InvalidSchemaError("'prefixItems' must be an array", where)
+    if "required" in s and (not isinstance(s["required"], list) or not all(isinstance(r, str) for r in s["required"])):
+        raise InvalidSchemaError("'required' must be an array of strings", where)
+    if "pattern" in s and not isinstance(s["pattern"], str):
+        raise InvalidSchemaError("'pattern' must be a string", where)
 
 
 # -------------------------------------------------------------------------------------------- merge
