@@ -16,7 +16,7 @@ _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-
 _LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?"
 _HOST = rf"({_LABEL}\.){{0,4}}[a-zA-Z]([a-zA-Z0-9-]{{0,20}}[a-zA-Z0-9])?"
 _PATH_CHARS = r"[a-zA-Z0-9._~!$&'()*+,;=:@-]"
-# Bounded repetitions blow up interegular's determinization here; URIs use plain stars instead.
+# Bounded repetitions here would give large DFAs (they did blow up interegular's); URIs use plain stars.
 _URI_HOST = r"[a-z0-9]+([.-][a-z0-9]+)*"
 _URI_PATH = rf"(/{_PATH_CHARS}*)*"
 _URI_QUERY = r"(\?[a-zA-Z0-9._~&=+-]*)?"
