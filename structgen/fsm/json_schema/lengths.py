@@ -32,6 +32,9 @@ LENGTH_HORIZON = 1 << 48
 # levels x states stays within DIRECT_CELLS int64 (8 MB), else recomputed per query.
 DIRECT_LEVELS = 1024
 DIRECT_CELLS = 1 << 20
+# Cells all cached level tables of one DFA may hold together (32 MB): the DFA is shared by every schema using its
+# pattern, and each (maxLength - minLength) window has its own table, so a stream of schemas could otherwise grow it.
+MAX_CACHED_CELLS = 1 << 22
 # Largest DFA that repeated squaring takes on: an (n, n, n) int64 temporary per product, ~48 products per length.
 MAX_POWER_STATES = 64
 INF = 1 << 61  # INF + INF still fits in int64
@@ -206,7 +209,9 @@ class StringWalks:
             rows.append(self._step(rows[-1]))
         out = np.stack(rows)  # (k, n)
         out.flags.writeable = False
-        self._levels[m] = out
+        cached = sum(a.size for key, a in self._levels.items() if key != m)
+        if cached + out.size <= MAX_CACHED_CELLS:
+            self._levels[m] = out
         return out
 
     def _power(self, i: int) -> np.ndarray:
