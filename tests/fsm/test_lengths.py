@@ -21,10 +21,10 @@ from structgen.fsm.json_schema.lengths import LENGTH_HORIZON, char_cost
 from structgen.fsm.json_schema.matcher import SchemaAutomaton
 
 
-def both(schema, extra_properties: bool = False):
+def both(schema, extra_properties: bool = False, whitespace: str = "compact"):
     """The schema's automaton with closed-form exit costs, and one that searches frame by frame (the oracle)."""
     def make(closed: bool):
-        root = Compiler(schema, extra_properties=extra_properties, whitespace="compact",
+        root = Compiler(schema, extra_properties=extra_properties, whitespace=whitespace,
                         max_recursion_depth=3).compile()
         return SchemaAutomaton(root, max_states=1_000_000, closed_forms=closed)
     return make(True), make(False)
@@ -50,9 +50,20 @@ SCHEMAS = [
 ]
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=[json.dumps(s)[:50] for s in SCHEMAS])
-def test_closed_forms_equal_the_search_along_random_walks(schema):
-    closed, searched = both(schema, extra_properties=True)
+OBJECTS = [
+    {"type": "object", "minProperties": 3, "properties": {"a": {"type": "null"}, "bb": {"const": "long value"},
+     "c": {"type": "boolean"}, "d": {"type": "integer"}}, "required": ["c"]},
+    {"type": "object", "minProperties": 2, "maxProperties": 2, "properties": {"x": {"type": "null"},
+     "y": {"type": "string", "minLength": 4}}, "additionalProperties": {"enum": [1]}},
+    {"type": "object", "properties": {"p": {"type": "null"}, "q": {"type": "null"}}, "required": ["q"],
+     "additionalProperties": False},
+]
+
+
+@pytest.mark.parametrize("whitespace", ["compact", "flexible"])
+@pytest.mark.parametrize("schema", SCHEMAS + OBJECTS, ids=[json.dumps(s)[:50] for s in SCHEMAS + OBJECTS])
+def test_closed_forms_equal_the_search_along_random_walks(schema, whitespace):
+    closed, searched = both(schema, extra_properties=True, whitespace=whitespace)
     rng = random.Random(json.dumps(schema))
     for _ in range(12):
         state = closed.initial()
@@ -162,13 +173,14 @@ _BOUND = st.one_of(st.none(), st.integers(-300, 300), st.decimals(-9, 9, places=
 
 NUMBERS = [{"type": "number", "minimum": 0.5, "maximum": 0.75}, {"type": "number", "exclusiveMinimum": 2.25,
            "exclusiveMaximum": 2.5}, {"type": "number", "minimum": -0.05, "maximum": -0.01},
-           {"type": "integer", "minimum": 17, "maximum": 17}, {"type": "number", "minimum": 1.5, "multipleOf": 2}]
+           {"type": "integer", "minimum": 17, "maximum": 17}, {"type": "number", "minimum": 1.5, "multipleOf": 2},
+           {"type": "number"}, {"type": "integer"}, {"enum": [12, 1.5, 2e-7, -0.25, "ab", 123456]}]
 
 
 @pytest.mark.parametrize("schema", NUMBERS, ids=[json.dumps(n)[:40] for n in NUMBERS])
 def test_fractional_number_exit_costs_equal_the_search(schema):
     closed, searched = both(schema)
-    for text in ("", "-", "0", "0.", "2.2", "-0.0", "1", "17", "2"):
+    for text in ("", "-", "0", "0.", "2.2", "-0.0", "1", "17", "2", "1e", "1e-", "1.5e+2", "2e-", "12345"):
         state = closed.initial()
         for b in text.encode():
             state = closed.transitions(state).get(b)
@@ -212,3 +224,16 @@ def test_numbers_with_far_bounds_bound_at_once():
         a = schema_automaton(schema)
         assert a.min_bytes_to_final(a.initial()) == want, schema
     assert time.monotonic() - t < 1.0  # the frame search took 85 s for minimum 1e8 (and then failed)
+
+
+def test_an_object_of_5000_optional_properties_bounds_at_once():
+    # the frame search walked every choice of properties: 90 s in the decoding loop
+    props = {f"k{i}": {"type": "integer"} for i in range(5000)}
+    a = schema_automaton({"type": "object", "properties": props, "minProperties": 3}, max_states=10**6)
+    t = time.monotonic()
+    assert a.min_bytes_to_final(a.initial()) == len('{"k0":0,"k1":0,"k2":0}')
+    state = a.initial()
+    for b in b'{"k4990":12':  # properties come in order: two of the nine after it are still needed
+        state = a.transitions(state)[b]
+    assert a.min_bytes_to_final(state) == len(',"k4991":0,"k4992":0}')
+    assert time.monotonic() - t < 2.0

@@ -16,6 +16,8 @@ keeps every automaton state productive.
 
 from __future__ import annotations
 
+import math
+
 from ...errors import ConstraintTooComplexError
 
 POP, GOTO, PUSH = 0, 1, 2
@@ -65,7 +67,7 @@ MAX_LITERAL_BYTES = 1_000_000
 class Literal(Node):
     """One of a finite set of byte strings (keywords, punctuation, property keys, enum values)."""
 
-    __slots__ = ("options", "_trie")
+    __slots__ = ("options", "_trie", "_rest")
 
     def __init__(self, options):
         self.options = frozenset(options)
@@ -76,6 +78,18 @@ class Literal(Node):
             for i in range(len(opt)):
                 trie.setdefault(opt[:i], {})[opt[i]] = opt[: i + 1]
         self._trie = trie
+        self._rest: dict[bytes, int] | None = None  # prefix -> fewest bytes to an option (built on first need)
+
+    def exit_bytes(self, frame, child_exit):
+        """The fewest bytes that finish one of the options from the prefix read (the matcher's search, memoized once
+        for the whole trie: keys and enums are asked for by the thousand)."""
+        rest = self._rest
+        if rest is None:
+            rest = {}
+            for p in sorted(self._trie.keys() | self.options, key=len, reverse=True):  # children before parents
+                rest[p] = 0 if p in self.options else 1 + min(rest[c] for c in self._trie[p].values())
+            self._rest = rest
+        return rest.get(frame[1], math.inf)
 
     def entry(self):
         return (self, b"")

@@ -138,18 +138,19 @@ class JsonNumber(Node):
 
     # ------------------------------------------------------------------------------- shortest way out
     def exit_bytes(self, frame, child_exit) -> float | None:
-        """The fewest characters that complete the text `frame[1]` to an in-range number, in closed form for a
-        constrained number (None otherwise: one more digit completes any prefix, the matcher's search is a step).
+        """The fewest characters that complete the text `frame[1]` to an in-range number, in closed form.
 
         NOTE: searching texts frame by frame visits every viable prefix shorter than the answer: 10**8 of them for
         `minimum: 1e8` (it ran 85 s into MAX_EXIT_SEARCH). Here each way to complete the text -- k more integer
         digits, f fraction digits (after a dot if none yet), a sign if none yet -- reaches a grid of values, and
         _grid_hits decides each grid exactly; they are tried cheapest first."""
-        if not self.constrained:
-            return None
         parts = self._parts(frame[1])
         if parts is None:
             return math.inf
+        if not self.constrained:
+            # NOTE: an unbounded number's prefix that is not complete yet is completed by one "0" ("-0", "1.0",
+            # "1e0"; the digit caps leave room for it, see _parts)
+            return 0 if self._complete(parts) else 1
         sign, ip, dot, fp = parts[:4]
         signs = [(sign == "-", 0)] if (sign or ip) else [(False, 0), (True, 1)]
         ks = [0] if (dot or ip == "0") else range(0 if ip else 1, MAX_DIGITS + 1)
