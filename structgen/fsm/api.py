@@ -268,7 +268,9 @@ def _automaton_builder(kind: str, value: Any, options: dict):
         def build(limits: CompileLimits) -> ByteAutomaton:
             from .regex import regex_automaton
 
-            return regex_automaton(value)
+            # NOTE: the compile's own limit from now; a request's shorter deadline is enforced around the whole
+            # compile (the worker is killed, or _build_compiled checks it after this returns).
+            return regex_automaton(value, deadline=time.monotonic() + limits.compile_timeout_s)
 
         return value, options, build
     if kind == "choice":
