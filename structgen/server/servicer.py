@@ -27,6 +27,13 @@ from .metrics import ServerMetrics
 from .request_log import log_request
 from .wire import RequestError
 
+def _subclass_names(cls) -> set[str]:
+    return {cls.__name__}.union(*(_subclass_names(c) for c in cls.__subclasses__()))
+
+
+# The engine reports a request's failure as "ErrorType: message"; these types are the constraint's fault.
+_CONSTRAINT_ERRORS = frozenset(_subclass_names(ConstraintError))
+
 # Request ids go into every log line and response: a client's own id, not a payload.
 MAX_REQUEST_ID_CHARS = 256
 
@@ -366,7 +373,11 @@ class StructGenServicer(pb_grpc.StructGenServicer):
                 raise RequestError(ticket.stop_reason, ticket.stop_message)
             raise RequestError(grpc.StatusCode.ABORTED, "the engine aborted the request")
         if out.finish_reason == "error":
-            raise RequestError(grpc.StatusCode.INTERNAL, f"generation failed: {out.error or 'unknown error'}")
+            error = out.error or "unknown error"
+            if error.split(":", 1)[0] in _CONSTRAINT_ERRORS:
+                # The constraint failed while decoding (a state past a limit): the request's fault, not the server's.
+                raise wire.invalid_constraint(f"the constraint failed while decoding: {error}")
+            raise RequestError(grpc.StatusCode.INTERNAL, f"generation failed: {error}")
         return out
 
     async def _fail(self, rec: _CallRecord, context, e: RequestError):

@@ -77,6 +77,7 @@ class FakeEngine:
         self.min_tokens = 1           # the compiled constraints' min_tokens_to_finish
         self.finish_reason = None     # overrides the last output's reason ("budget", "error", ...)
         self.compiled: dict[str, FakeCompiled] = {}
+        self.error_text = "fake failure"  # the engine's error of a finish_reason "error" output
 
     async def start(self):
         self.started = True
@@ -127,7 +128,7 @@ class FakeEngine:
                                                for k in range(req.sampling.top_logprobs)))] \
                     if req.sampling.logprobs else None
                 yield GenerateOutput(req.request_id, [tok], self.tokenizer.decode([tok]), last, reason,
-                                     error="fake failure" if reason == "error" else None,
+                                     error=self.error_text if reason == "error" else None,
                                      usage=Usage(len(req.prompt_token_ids), 0, n),
                                      timings=Timings(0.0, 0.001, 0.001 * n), logprobs=logprobs)
         finally:

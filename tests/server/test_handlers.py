@@ -68,3 +68,19 @@ def test_oversized_parts_of_a_request_are_refused_by_name(target, request_kw, ne
         with pytest.raises(grpc.RpcError) as e:
             _raw(ch, "Generate", pb.GenerateRequest(max_tokens=2, **request_kw).SerializeToString())
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details()
+
+
+@pytest.mark.parametrize("error, code", [
+    ("ConstraintTooComplexError: constraint too complex: time to build one state reached while decoding (s) "
+     "exceeded the limit of 5.0", grpc.StatusCode.INVALID_ARGUMENT),
+    ("RuntimeError: a bug", grpc.StatusCode.INTERNAL),
+])
+def test_a_constraint_failing_while_decoding_is_the_requests_fault_not_the_servers(serve_fake, tokenizer,
+                                                                                     fake_engine_cls, error, code):
+    engine = fake_engine_cls(tokenizer)
+    engine.finish_reason, engine.error_text = "error", error
+    target = serve_fake(engine).target
+    with grpc.insecure_channel(target) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            _raw(ch, "Generate", pb.GenerateRequest(prompt="hi", max_tokens=2).SerializeToString())
+    assert e.value.code() == code and error.split(": ", 1)[1][:30] in e.value.details()
