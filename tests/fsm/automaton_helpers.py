@@ -67,6 +67,16 @@ def random_walk(automaton, rng: random.Random, *, max_bytes: int = 400, stop_bia
         state = trans[b]
 
 
+def number_schema(integer: bool, lo, hi, lo_exclusive: bool, hi_exclusive: bool) -> dict:
+    """A number (or integer) schema with the given bounds; None leaves a bound out."""
+    schema: dict = {"type": "integer" if integer else "number"}
+    if lo is not None:
+        schema["exclusiveMinimum" if lo_exclusive else "minimum"] = lo
+    if hi is not None:
+        schema["exclusiveMaximum" if hi_exclusive else "maximum"] = hi
+    return schema
+
+
 def data_dir() -> Path:
     """The shared test data (../shared/data from the repo root), overridable by STRUCTGEN_DATA_DIR."""
     from structgen.bench.cases import default_data_dir

@@ -8,7 +8,7 @@ import random
 
 import jsonschema
 import pytest
-from automaton_helpers import accepts, random_walk
+from automaton_helpers import accepts, number_schema, random_walk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -91,11 +91,7 @@ _BOUNDS = st.one_of(st.none(), st.integers(-10**6, 10**6),
        seed=st.integers(0, 2**32 - 1), probes=st.lists(st.floats(-2e6, 2e6, allow_nan=False), max_size=8))
 def test_number_bounds_never_admit_out_of_range(lo, hi, lo_excl, hi_excl, integer, seed, probes):
     """Exact bounds: neither random walks nor probe values near/at the bounds ever give an invalid number."""
-    schema = {"type": "integer" if integer else "number"}
-    if lo is not None:
-        schema["exclusiveMinimum" if lo_excl else "minimum"] = lo
-    if hi is not None:
-        schema["exclusiveMaximum" if hi_excl else "maximum"] = hi
+    schema = number_schema(integer, lo, hi, lo_excl, hi_excl)
     try:
         a = schema_automaton(schema)
     except Exception as e:  # an empty range is the only acceptable refusal

@@ -10,7 +10,7 @@ import time
 
 import jsonschema
 import pytest
-from automaton_helpers import accepts
+from automaton_helpers import accepts, number_schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -194,11 +194,7 @@ def test_fractional_number_exit_costs_equal_the_search(schema):
 @given(integer=st.booleans(), lo=_BOUND, hi=_BOUND, lo_x=st.booleans(), hi_x=st.booleans(),
        mult=st.one_of(st.none(), st.integers(1, 7)), seed=st.integers(0, 99))
 def test_number_exit_costs_equal_the_search(integer, lo, hi, lo_x, hi_x, mult, seed):
-    schema = {"type": "integer" if integer else "number"}
-    if lo is not None:
-        schema["exclusiveMinimum" if lo_x else "minimum"] = lo
-    if hi is not None:
-        schema["exclusiveMaximum" if hi_x else "maximum"] = hi
+    schema = number_schema(integer, lo, hi, lo_x, hi_x)
     if mult is not None:
         schema["multipleOf"] = mult
     try:
