@@ -280,16 +280,9 @@ def _call(channel, case: Case, deadline_s: float, metadata) -> Outcome:
 
 def rss_mb(pid: int, with_children: bool = True) -> float:
     """Resident MiB of `pid` and all its descendants (the server and its compile workers)."""
-    total = 0
-    for p in [pid] + (_descendants(pid) if with_children else []):
-        try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            pass
-    import os
+    from ..fsm.compile_worker import resident_bytes
 
-    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return sum(resident_bytes(p) for p in [pid] + (_descendants(pid) if with_children else [])) / 2**20
 
 
 def _descendants(pid: int) -> list[int]:

@@ -374,10 +374,12 @@ def lookup_compiled(kind: str, value: Any, tokenizer=None, *, limits: CompileLim
     """
     tokenizer = _resolve_tokenizer(tokenizer)
     text_memo = _text_memo_key(kind, value, options, tokenizer.fingerprint)
+    return _lookup_memo(text_memo, limits if limits is not None else CompileLimits.from_env(), deadline)
+
+
+def _lookup_memo(text_memo: tuple | None, limits: CompileLimits, deadline: float | None):
     key = _KEYS_BY_TEXT.get(text_memo) if text_memo is not None else None
-    if key is None:
-        return None
-    return default_cache().lookup_memory(key, limits if limits is not None else CompileLimits.from_env(), deadline)
+    return default_cache().lookup_memory(key, limits, deadline) if key is not None else None
 
 
 def compile_with_status(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,
@@ -392,10 +394,11 @@ def compile_with_status(kind: str, value: Any, tokenizer=None, *, limits: Compil
     tokenizer = _resolve_tokenizer(tokenizer)
     if limits is None:
         limits = CompileLimits.from_env()
-    hit = lookup_compiled(kind, value, tokenizer, limits=limits, deadline=deadline, **options)
+    # NOTE: the text's digest once: it is the memo's key for the lookup and, on a miss, for the entry made below.
+    text_memo = _text_memo_key(kind, value, options, tokenizer.fingerprint)
+    hit = _lookup_memo(text_memo, limits, deadline)
     if hit is not None:
         return hit, MEMORY
-    text_memo = _text_memo_key(kind, value, options, tokenizer.fingerprint)
     canonical, keyed_options, build_automaton = _automaton_builder(kind, value, options)
     key = make_key(kind, canonical, keyed_options, tokenizer.fingerprint)
     if text_memo is not None:

@@ -40,7 +40,7 @@ from typing import Any
 from ..errors import (CompileCancelledError, CompileCrashedError, CompileDeadlineError, CompileQueueFullError,
                       ConstraintTooComplexError)
 from . import api
-from .compile_worker import PAGE_BYTES, rebuild_error
+from .compile_worker import rebuild_error, resident_bytes
 from .limits import CompileLimits
 
 log = logging.getLogger(__name__)
@@ -409,11 +409,7 @@ class _Worker:
 
     def rss(self) -> int:
         """Resident bytes of the worker process (0 once it is gone)."""
-        try:
-            with open(f"/proc/{self.pid}/statm", "rb") as fh:
-                return int(fh.read().split()[1]) * PAGE_BYTES
-        except (OSError, ValueError, IndexError):
-            return 0
+        return resident_bytes(self.pid)
 
     def exitcode(self) -> int | None:
         try:

@@ -22,6 +22,15 @@ from ..errors import CompileCrashedError, ConstraintError, ConstraintTooComplexE
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def resident_bytes(pid: int | str = "self") -> int:
+    """Resident bytes of a process, from /proc (0 once it is gone, or where /proc is not there)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def main(read_fd: int, write_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it kills its workers itself
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
