@@ -1,4 +1,4 @@
-"""`structgen bench masks | coverage | serve | engine | speculative | extraction | hostile`: one command per benchmark,
+"""`structgen bench masks | coverage | serve | engine | speculative | extraction | hostile | conformance`: one command per benchmark,
 peers side by side.
 
 Each mode writes results.jsonl + summary.md (+ a PNG where it draws one) under --out and prints the tables.
@@ -23,6 +23,9 @@ MODES = {
     "extraction": ("structgen.bench.extraction",
                    "extraction quality through a server and the SDK's extract: valid values, finish reasons, "
                    "exact match, per-field accuracy"),
+    "conformance": ("structgen.bench.conformance",
+                    "JSON-Schema-Test-Suite per keyword and jsonschemabench dev per split: compiled / passing, "
+                    "token walks through the cursor, no model"),
     "hostile": ("structgen.bench.hostile",
                 "bad and extreme inputs against a server: every call ends with a clear status in its deadline, "
                 "good requests still answered, memory sampled"),
