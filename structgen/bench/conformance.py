@@ -26,9 +26,6 @@ from pathlib import Path
 
 from .report import header_markdown, markdown_table, run_header, write_jsonl
 
-OUTCOMES = ("passing", "compile_error", "validation_error", "invalidation_error", "timeout", "error")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_common, csv_list, json_object
 
@@ -151,7 +148,7 @@ def _table(rows: list[dict], by: str) -> tuple[list[str], list[list]]:
         total.update(c)
         out.append(_line(name, c))
     out.append(_line("**all**", total))
-    return ["" + by, "n", "compiled", "passing", "pass %", "refused", "valid rejected", "invalid accepted (instances)",
+    return [by, "n", "compiled", "passing", "pass %", "refused", "valid rejected", "invalid accepted (instances)",
             "timeout", "error"], out
 
 
