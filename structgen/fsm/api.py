@@ -444,7 +444,7 @@ def compile_json_schema(schema: dict | bool | str, tokenizer=None, *, extra_prop
 
 
 def compile_regex(pattern: str, tokenizer=None, *, limits: CompileLimits | None = None) -> CompiledConstraint:
-    """A regex (full match, the subset interegular parses) -> CompiledConstraint."""
+    """A regex (full match; the ECMA-262 dialect structgen.fsm.regex documents) -> CompiledConstraint."""
     return compile_constraint("regex", pattern, tokenizer, limits=limits)
 
 

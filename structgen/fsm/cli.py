@@ -1,6 +1,6 @@
 """`structgen compile`: compile one constraint and print its states, compile time and cache status.
 
-    structgen compile --schema schema.json [--extra-properties] [--tokenizer DIR]
+    structgen compile --schema schema.json [--extra-properties] [--property-order any] [--tokenizer DIR]
     structgen compile --regex '\\d{3}-\\d{4}'
     structgen compile --choice yes,no,maybe
 
@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a folder with tokenizer.json (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--extra-properties", action="store_true",
                         help="allow keys a schema does not declare (the spec's literal reading)")
+    parser.add_argument("--property-order", choices=("schema", "any"), default="schema",
+                        help="declared properties in `properties` order (default) or in any order")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -50,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"cannot read the schema: {e}")
         kind, value = "json_schema", text
         options["extra_properties"] = bool(args.extra_properties)
+        if args.property_order != "schema":
+            options["property_order"] = args.property_order
     elif args.regex is not None:
         kind, value = "regex", args.regex
     else:
         kind, value = "choice", args.choice.split(",")
-    if kind != "json_schema" and args.extra_properties:
-        return _fail("--extra-properties applies to --schema only")
+    if kind != "json_schema" and (args.extra_properties or args.property_order != "schema"):
+        return _fail("--extra-properties and --property-order apply to --schema only")
 
     start = time.perf_counter()
     try:

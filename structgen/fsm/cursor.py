@@ -50,6 +50,15 @@ class Cursor:
 
     __slots__ = ("_compiled", "_index", "_eos", "_state", "_history")
 
+    def __new__(cls, compiled: CursorSource):
+        # NOTE: a constraint with run-time checks (uniqueItems) gets the cursor that makes them
+        # (structgen/fsm/unique_cursor.py); every other one this class, whose hot paths know nothing of them.
+        if cls is Cursor and getattr(compiled.index, "has_guards", False):
+            from .unique_cursor import UniqueCursor
+
+            cls = UniqueCursor
+        return object.__new__(cls)
+
     def __init__(self, compiled: CursorSource):
         self._compiled = compiled
         self._index = compiled.index
@@ -74,7 +83,7 @@ class Cursor:
 
     def copy(self) -> "Cursor":
         """An independent cursor at the same state with the same history."""
-        other = Cursor.__new__(Cursor)
+        other = object.__new__(Cursor)
         other._compiled, other._index, other._eos = self._compiled, self._index, self._eos
         other._state, other._history = self._state, list(self._history)
         return other

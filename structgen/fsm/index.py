@@ -116,6 +116,7 @@ class TokenIndex:
                 self.max_table_bytes, "STRUCTGEN_MAX_TABLE_MB")
 
     def _bind_automaton(self) -> None:
+        self._init_checks()
         # NOTE: the automaton checks this index's deadline inside its own long loops (a state with thousands of
         # configurations, a shortest-completion search), so one expansion cannot run past timeout_s unnoticed.
         bind = getattr(self.automaton, "bind_deadline", None)
@@ -354,11 +355,14 @@ class TokenIndex:
         if ids:
             allowed.append(np.asarray(ids, dtype=np.int32))
 
-    def _walk_sparse(self, trie, first: np.ndarray, allowed: list, ends_at: list | None = None) -> None:
+    def _walk_sparse(self, trie, first: np.ndarray, allowed: list, ends_at: list | None = None,
+                     crossed: list | None = None) -> None:
         """Only the live nodes, level by level (structural states: a few first bytes). With `ends_at`, the
-        state each allowed token ends in goes there (one array per array appended to `allowed`)."""
+        state each allowed token ends in goes there (one array per array appended to `allowed`); with `crossed`,
+        whether its path entered a guarded state (see `guarded`) after some byte, likewise."""
         nodes = np.flatnonzero(first >= 0)  # (n,) live level-1 nodes
         cur = first[nodes]  # (n,) their states
+        flags = self._guard_flags(cur) if crossed is not None else None  # (n,) bool
         level = 0
         while nodes.size:
             ends = trie.end_start[level]
@@ -367,6 +371,8 @@ class TokenIndex:
                 allowed.append(trie.end_ids[level][expand_ranges(lo, hi)])
                 if ends_at is not None:
                     ends_at.append(np.repeat(cur, hi - lo).astype(np.int32))
+                if crossed is not None:
+                    crossed.append(np.repeat(flags, hi - lo))
             if level + 1 == trie.depth:
                 break
             starts = trie.child_start[level]
@@ -374,6 +380,8 @@ class TokenIndex:
             has = hi > lo
             if not has.all():
                 lo, hi, cur = lo[has], hi[has], cur[has]
+                if flags is not None:
+                    flags = flags[has]
             if not lo.size:
                 break
             self._materialize_all(cur)
@@ -384,6 +392,9 @@ class TokenIndex:
             nxt = flat[(parent_state << 8) | trie.byte[level][children]]  # (c,) state after the child's byte
             alive = nxt >= 0
             nodes, cur = children[alive], nxt[alive]
+            if flags is not None:
+                flags = np.repeat(flags, hi - lo)[alive]
+                flags |= self._guard_flags(cur)
 
     def _build_mask(self, state: int) -> np.ndarray:
         """Walk the vocabulary's prefix trie from `state`, level by level; tokens whose node survives are allowed."""
@@ -409,6 +420,109 @@ class TokenIndex:
         self._masks[state] = mask
         self._version += 1
         return mask
+
+    # ---- run-time checks (uniqueItems; structgen/fsm/unique_cursor.py) --------------------------------------
+    # NOTE: only for automata with `run_time_checks` (the JSON Schema automaton of a schema with uniqueItems); they
+    # offer has_guards / without_guards / safe on their states. Tables and masks above assume every check passes.
+
+    def _init_checks(self) -> None:
+        self.has_guards = bool(getattr(self.automaton, "run_time_checks", False))
+        self._guarded: dict[int, bool] = {}
+        self._stripped: dict[int, int] = {}
+        self._safe: dict[int, bool] = {}
+        self._risky: dict[int, frozenset] = {}
+        self._arrivals: dict[tuple, tuple] = {}
+
+    def guarded(self, state: int) -> bool:
+        """Whether reaching `state` completed an item of a unique array (its guarded configurations wait after it)."""
+        hit = self._guarded.get(state)
+        if hit is None:
+            with self._growing():
+                hit = self._guarded_locked(state)
+        return hit
+
+    def _guarded_locked(self, state: int) -> bool:
+        hit = self._guarded.get(state)
+        if hit is None:
+            hit = self._guarded[state] = bool(self.automaton.has_guards(self._states[state]))
+        return hit
+
+    def _guard_flags(self, states: np.ndarray) -> np.ndarray:
+        """(n,) bool: `guarded` of each of (n,) int states."""
+        if not self.has_guards or not states.size:
+            return np.zeros(states.shape, dtype=bool)
+        uniq, inverse = np.unique(states, return_inverse=True)
+        per = np.fromiter((self._guarded_locked(int(u)) for u in uniq.tolist()), dtype=bool, count=uniq.size)
+        return per[inverse.reshape(-1)]
+
+    def stripped(self, state: int) -> int:
+        """The state `state` becomes when the item just completed repeats an earlier one: its guarded configurations
+        dropped (numbered like any other state), or DEAD when nothing is left."""
+        hit = self._stripped.get(state)
+        if hit is None:
+            with self._growing():
+                hit = self._stripped.get(state)
+                if hit is None:
+                    rest = self.automaton.without_guards(self._states[state])
+                    hit = self._stripped[state] = DEAD if rest is None else self._number(rest)
+        return hit
+
+    def safe(self, state: int) -> bool:
+        """Whether `state` reaches a final state whatever the earlier items of its open unique arrays are."""
+        hit = self._safe.get(state)
+        if hit is None:
+            with self._growing():
+                hit = self._safe_locked(state)
+        return hit
+
+    def _safe_locked(self, state: int) -> bool:
+        hit = self._safe.get(state)
+        if hit is None:
+            hit = self._safe[state] = bool(self.automaton.safe(self._states[state]))
+        return hit
+
+    def risky_tokens(self, state: int) -> frozenset:
+        """The allowed tokens of `state` (EOS aside) that a run-time check may refuse: their bytes complete an item of a
+        unique array on the way, or they end in a state that is not `safe`. Every other allowed token is allowed
+        whatever the request wrote before. Built on first need per state (a walk of the trie, like a mask)."""
+        hit = self._risky.get(state)
+        if hit is None:
+            with self._growing():
+                hit = self._risky.get(state)
+                if hit is None:
+                    hit = self._risky[state] = self._build_risky(state)
+        return hit
+
+    def arrivals(self, state: int, token_id: int) -> tuple:
+        """The positions along `token_id`'s bytes from `state` (assuming every check passes) whose byte enters a guarded
+        state: where the cursor checks an item. Memoized per (state, token); for risky tokens."""
+        key = (state, token_id)
+        hit = self._arrivals.get(key)
+        if hit is None:
+            with self._growing():
+                s, out = state, []
+                for i, b in enumerate(self.vocab.token_bytes[token_id]):
+                    self._materialize(s)
+                    s = int(self._table[s, b])
+                    if s < 0:
+                        break
+                    if self._guarded_locked(s):
+                        out.append(i)
+                hit = self._arrivals[key] = tuple(out)
+        return hit
+
+    def _build_risky(self, state: int) -> frozenset:
+        self._materialize(state)
+        trie = self._trie
+        ids, ends, crossed = [], [], []
+        if trie.depth:
+            self._walk_sparse(trie, self._table[state][trie.byte[0]], ids, ends, crossed)
+        if not ids:
+            return frozenset()
+        ids_a, ends_a, crossed_a = np.concatenate(ids), np.concatenate(ends), np.concatenate(crossed)
+        uniq, inverse = np.unique(ends_a, return_inverse=True)
+        unsafe = np.fromiter((not self._safe_locked(int(u)) for u in uniq.tolist()), dtype=bool, count=uniq.size)
+        return frozenset(ids_a[crossed_a | unsafe[inverse.reshape(-1)]].tolist())
 
     # ---- persistence (the disk cache) --------------------------------------------------------------------
 

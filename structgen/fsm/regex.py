@@ -1,12 +1,29 @@
 """Regex and choice constraints as byte automata, and the char-level DFA that JSON string leaves reuse.
 
-Supported regex syntax (what interegular parses, checked against Python's `re`): literals and escapes
-(`\\.`, `\\n`, `\\t`, `\\uXXXX`, ...), character classes `[a-z]` / `[^...]`, the shorthands `\\d \\w \\s`
-(ASCII meaning; `\\D \\W \\S` and negated classes that contain a shorthand match only printable ASCII outside the class,
-so we never accept a character Python's Unicode-aware `re` would reject), `.` (anything but newline),
-groups `(...)` / `(?:...)`, alternation `|`, quantifiers `* + ? {m} {m,} {m,n}` (lazy forms too), and
-`(?i)`. Not supported (InvalidRegexError): backreferences, lookaround, `\\b`, unicode properties, and
-anchors other than one leading `^` and one trailing `$`.
+Regex dialect: JSON Schema's ECMA-262 (with the `u` flag, as the spec asks), judged together with Python's `re`, which
+validators (jsonschema) match with: a pattern must compile in Python's re, and where the two dialects differ the
+automaton accepts only what *both* accept. structgen.fsm.regex_syntax parses, structgen.fsm.regex_compile builds the
+language, structgen.fsm.regex_dfa determinizes. Supported:
+- literals and escapes: `\\n \\t \\r \\f \\v \\0`, `\\xHH`, `\\uHHHH`, escaped punctuation (`\\/ \\. \\-`), and
+  Python's `\\a \\UHHHHHHHH \\N{name}` and octal escapes;
+- classes `[a-z]`, `[^...]` with escapes, ranges and shorthands inside; `.` is any character but a line terminator
+  (`\\n`, and ECMA's `\\r \\u2028 \\u2029` too);
+- shorthands, each the set both dialects agree on: `\\d` = [0-9], `\\w` = [A-Za-z0-9_] (ECMA's ASCII sets, which
+  Python's Unicode ones contain), `\\s` = the whitespace both count (ECMA's list less U+FEFF; not Python's extra
+  U+001C-U+001F, U+0085), `\\S` = the characters neither counts as whitespace; `\\D`, `\\W` and negated classes
+  holding `\\d` or `\\w` match, outside their set, only ASCII characters (the exact set would list most of Unicode);
+- groups `(...)`, `(?:...)`, `(?P<name>...)`, alternation, quantifiers `* + ? {m} {m,} {m,n}` (lazy too);
+- anchors `^ $` (and `\\A \\Z`) anywhere: in alternations (`^a|b$`), groups, repetitions; `$` is the very end
+  (Python's also matches before a final newline: not taken);
+- lookaheads `(?=...)` / `(?!...)` and word boundaries `\\b` / `\\B` outside repetitions (in groups and
+  alternations too), compiled away by intersecting / subtracting regular languages; a boundary next to a non-ASCII
+  character is not taken (the dialects disagree on which are word characters);
+- Python's flags `(?i)` (case variants re itself confirms; not on negated classes or inside a negative lookahead)
+  and `(?s)`.
+Refused with InvalidRegexError (and its position): backreferences, conditionals, lookbehind, lookaheads or `\\b` inside
+a repetition, possessive quantifiers and atomic groups, the flags `m x a L`, `{,n}`, `[]...]` / `[^]...]` (read
+differently by the two dialects), and what Python's re rejects, ECMA-only syntax included (`\\p{...}`, `\\cX`,
+`(?<name>...)`): a validator using re could not check any instance against it.
 
 `regex_automaton(pattern)` matches the whole text (full match). Characters are read as UTF-8 bytes, one
 byte per transition; a multi-byte character is accepted byte by byte only while some completion of it is a
@@ -20,11 +37,8 @@ import re
 import warnings
 from functools import lru_cache
 
-import interegular
-from interegular.patterns import Unsupported
-
 from ..errors import ConstraintTooComplexError, InvalidRegexError
-from . import regex_dfa
+from . import regex_compile, regex_dfa, regex_syntax
 from .automaton import LiteralSetAutomaton, State
 
 MAX_CODE_POINT = 0x10FFFF
@@ -83,80 +97,12 @@ LEAD_BYTES = {b: (utf8_prefix_range(bytes([b])), utf8_sequence_length(b) - 1, _s
 
 
 # ------------------------------------------------------------------------------------------ parsing
-_LOOKAROUND = re.compile(r"\(\?(=|!|<=|<!)")
-
-
-def _syntax_scan(pattern: str) -> tuple[bool, int | None]:
-    """(uses a negated shorthand outside ASCII semantics, position of a stray anchor or None)."""
-    negated_shorthand = False
-    in_class = False
-    class_negated = False
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            e = pattern[i + 1]
-            if e in "DWS" or (in_class and class_negated and e in "dws"):
-                negated_shorthand = True
-            i += 2
-            continue
-        if in_class:
-            if c == "]":
-                in_class = False
-        elif c == "[":
-            in_class = True
-            j = i + 1
-            class_negated = pattern[j:j + 1] == "^"
-            j += 1 if class_negated else 0
-            if pattern[j:j + 1] == "]":  # a ']' right after '[' or '[^' is a literal
-                j += 1
-            i = j
-            continue
-        elif c in "^$":
-            return negated_shorthand, i
-        i += 1
-    return negated_shorthand, None
-
-
-def _expand_unicode_escapes(pattern: str) -> str:
-    """`\\uXXXX` / `\\UXXXXXXXX` (Python re syntax interegular lacks) -> the escaped character itself."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            e = pattern[i + 1]
-            width = 4 if e == "u" else 8 if e == "U" else 0
-            digits = pattern[i + 2:i + 2 + width]
-            if width and len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits):
-                ch = chr(int(digits, 16))
-                out.append(re.escape(ch) if not ch.isalnum() else ch)
-                i += 2 + width
-                continue
-            out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def strip_anchors(pattern: str) -> tuple[str, bool, bool]:
-    """Remove one leading `^` and one trailing (unescaped) `$`: (body, anchored_start, anchored_end)."""
-    start = pattern.startswith("^")
-    body = pattern[1:] if start else pattern
-    end = False
-    if body.endswith("$"):
-        backslashes = len(body) - 1 - len(body[:-1].rstrip("\\"))
-        if backslashes % 2 == 0:
-            body, end = body[:-1], True
-    return body, start, end
-
-
 def parse_char_fsm(pattern: str, *, search: bool = False, deadline: float | None = None):
     """Parse `pattern` into a character DFA (structgen.fsm.regex_dfa.CharFSM).
 
-    search=False: full match (a leading ^ / trailing $ are dropped). search=True: Python `re.search`
-    semantics (unanchored ends get any-character padding). Returns (fsm, ascii_only_else).
+    search=False: full match. search=True: JSON Schema's `pattern`, Python `re.search` semantics (anchors where they
+    stand, unanchored ends padded with any characters). Returns (fsm, False): the second item, once "the else symbol
+    stands for printable ASCII only", is always False now that every class is exact (kept for callers).
     Raises InvalidRegexError (with position where known) for bad or unsupported syntax, ConstraintTooComplexError for
     a pattern past the size limits of structgen.fsm.regex_dfa (checked before the expensive work), or one whose
     automaton takes more work than they allow or runs past `deadline` (time.monotonic()).
@@ -171,36 +117,19 @@ def parse_char_fsm(pattern: str, *, search: bool = False, deadline: float | None
             warnings.simplefilter("ignore", FutureWarning)  # re's "possible nested set": the user's pattern, not ours
             re.compile(pattern)
     except re.error as e:
-        raise InvalidRegexError(pattern, e.pos, str(e)) from None
+        # NOTE: also ECMA-only syntax (\\p{...}, \\cX, (?<name>...)): jsonschema validates with Python's re, which
+        # raises on such a pattern, so no instance could pass
+        raise InvalidRegexError(pattern, e.pos, f"{e.msg} (Python's re, which validators use, rejects it)") from None
     except OverflowError as e:  # a repetition count past re's own limit (2**32 - 1)
         raise InvalidRegexError(pattern, None, str(e)) from None
     except RecursionError:
         raise ConstraintTooComplexError(f"{what}: nesting depth of groups", regex_dfa.MAX_NESTING) from None
-    body, start, end = strip_anchors(pattern)
-    look = _LOOKAROUND.search(body)
-    if look:
-        raise InvalidRegexError(pattern, look.start() + (1 if start else 0), "lookaround is not supported")
-    negated_shorthand, anchor_pos = _syntax_scan(body)
-    if anchor_pos is not None:
-        raise InvalidRegexError(pattern, anchor_pos + (1 if start else 0),
-                                "anchors are supported only at the very start and end")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         regex_dfa.precheck(pattern, what)
-    body = _expand_unicode_escapes(body)
-    if search:
-        body = ("" if start else r"[\s\S]*") + f"(?:{body})" + ("" if end else r"[\s\S]*")
-    try:
-        tree = interegular.parse_pattern(body)
-    except RecursionError:
-        raise ConstraintTooComplexError(f"{what}: nesting depth of groups", regex_dfa.MAX_NESTING) from None
-    except Exception as e:  # interegular raises its own Unsupported / InvalidSyntax types
-        raise InvalidRegexError(pattern, None, f"{type(e).__name__}: {e}".rstrip(": ")) from None
-    try:
-        fsm = regex_dfa.from_tree(tree, regex_dfa.Budget(what, deadline))
-    except Unsupported as e:
-        raise InvalidRegexError(pattern, None, f"Unsupported: {e}") from None
-    return fsm, negated_shorthand
+    tree = regex_syntax.parse(pattern)
+    fsm = regex_compile.compile_tree(tree, pattern, search=search, budget=regex_dfa.Budget(what, deadline))
+    return fsm, False
 
 
 def _excerpt(pattern: str, width: int = 40) -> str:
@@ -253,8 +182,7 @@ class CharDFA:
 
     @classmethod
     def anything(cls) -> "CharDFA":
-        # NOTE: built from the tree, not parse_char_fsm: `\S` there would make the else symbol ASCII-only.
-        fsm = regex_dfa.from_tree(interegular.parse_pattern(r"[\s\S]*"), regex_dfa.Budget("any string"))
+        fsm, _ = parse_char_fsm(r"[\s\S]*")
         return cls(fsm, ascii_only_else=False)
 
     @classmethod

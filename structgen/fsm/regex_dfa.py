@@ -1,12 +1,15 @@
-"""Regex parse trees -> small character DFAs, with a hard bound on the work spent.
+"""Regular expression trees -> small character DFAs, with a hard bound on the work spent; and the operations on DFAs
+that lookaheads and word boundaries need (intersection, difference, union, concatenation).
 
-interegular parses a pattern (fast); the determinization is ours, because interegular's `to_fsm` has no limit and is
-quadratic in the states it builds (`"a?" * 3000 + "a" * 3000` ran for minutes, uninterruptible). Here:
+The tree (built by structgen.fsm.regex_compile; `from_tree` adapts interegular's parse trees, which the tests use as an
+independent reference) is nested tuples: (EPS,), (CHR, chars, negated), (CAT, parts), (ALT, options) and
+(REP, node, min, max|None). interegular's `to_fsm` is not used: it has no limit and is quadratic in the states it
+builds (`"a?" * 3000 + "a" * 3000` ran for minutes). Here:
 
-1. the parse tree becomes a Glushkov position automaton: one position per character class occurrence, a counted
+1. the tree becomes a Glushkov position automaton: one position per character class occurrence, a counted
    repetition `{m,n}` unrolled into copies (the optional ones nested, `(x(x(x)?)?)?`, which keeps subsets small);
 2. subset construction, a state being a bitmask (Python int) of positions;
-3. Moore minimization.
+3. Hopcroft minimization.
 
 Every step counts its work against one `Budget` (positions, DFA states, abstract work units, an optional deadline), so
 a pathological pattern is a ConstraintTooComplexError after a bounded amount of work instead of an unbounded compile.
@@ -37,7 +40,7 @@ MAX_DFA_STATES = 20_000
 MAX_WORK = 2_000_000
 _DEADLINE_EVERY = 1 << 12  # work units between two deadline checks
 
-_EPS, _CHR, _CAT, _ALT, _REP = range(5)
+EPS, CHR, CAT, ALT, REP = range(5)  # tree node kinds (see the module docstring)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +57,16 @@ class CharFSM:
     @property
     def num_states(self) -> int:
         return len(self.map)
+
+
+def intern_state(ids: dict, order: list, key, budget) -> int:
+    """The id of the subset-construction state `key`, numbering it (and counting it against the budget) when new."""
+    j = ids.get(key)
+    if j is None:
+        j = ids[key] = len(order)
+        order.append(key)
+        budget.states(len(order))
+    return j
 
 
 def _weight(mask: int) -> int:
@@ -102,44 +115,43 @@ class _Classes:
         return i
 
 
-def _to_ast(tree, flags: REFlags, classes: _Classes):
-    """interegular's parse tree -> nested tuples (_CHR, class) / (_CAT, parts) / (_ALT, options) /
-    (_REP, node, min, max) / (_EPS,), with the flags (i, s) applied to the classes."""
+def _to_ast(tree, flags: REFlags):
+    """interegular's parse tree -> our tree, with the flags (i, s) applied to the classes."""
     if isinstance(tree, Pattern):
         flags = (flags | tree.added_flags) & ~tree.removed_flags
-        return (_ALT, tuple(_to_ast(o, flags, classes) for o in tree.options))
+        return (ALT, tuple(_to_ast(o, flags) for o in tree.options))
     if isinstance(tree, _Concatenation):
         parts = []
         for p in tree.parts:
             if isinstance(p, _NonCapturing):
                 raise Unsupported("lookaround")
-            parts.append(_to_ast(p, flags, classes))
-        return (_CAT, tuple(parts))
+            parts.append(_to_ast(p, flags))
+        return (CAT, tuple(parts))
     if isinstance(tree, _Repeated):
-        return (_REP, _to_ast(tree.base, flags, classes), tree.min, tree.max)
+        return (REP, _to_ast(tree.base, flags), tree.min, tree.max)
     if flags & REFlags.MULTILINE:
         raise Unsupported("the multiline flag")
     if isinstance(tree, _CharGroup):
         chars = tree.chars
         if flags & REFlags.CASE_INSENSITIVE:
             chars = frozenset({*(c.lower() for c in chars), *(c.upper() for c in chars)})
-        return (_CHR, classes.add(chars, tree.negated))
+        return (CHR, chars, tree.negated)
     name = type(tree).__name__
     if name.endswith("DotCls"):
         # `.` is every character but a newline; with (?s), every character.
         chars = frozenset() if flags & REFlags.SINGLE_LINE else frozenset("\n")
-        return (_CHR, classes.add(chars, True))
+        return (CHR, chars, True)
     if name.endswith("EmptyCls"):
-        return (_EPS,)
+        return (EPS,)
     raise Unsupported(f"pattern element {name}")
 
 
 def _unrolled_size(node, limit: int) -> int:
     """AST nodes after unrolling every repetition count (saturates just past `limit`)."""
     kind = node[0]
-    if kind in (_EPS, _CHR):
+    if kind in (EPS, CHR):
         return 1
-    if kind in (_CAT, _ALT):
+    if kind in (CAT, ALT):
         total = 1
         for p in node[1]:
             total += _unrolled_size(p, limit)
@@ -157,8 +169,19 @@ class _Glushkov:
 
     def __init__(self, budget: Budget):
         self.budget = budget
+        self.classes = _Classes()
         self.cls = [-1]  # position -> class index
         self.follow = [0]  # position -> bitmask of positions that may come next
+
+    def _position(self, cls: int) -> int:
+        p = len(self.cls)
+        if p > MAX_POSITIONS:
+            raise ConstraintTooComplexError(f"{self.budget.what}: character positions after unrolling "
+                                            "repetition counts", MAX_POSITIONS)
+        self.cls.append(cls)
+        self.follow.append(0)
+        self.budget.spend(1)
+        return p
 
     def _link(self, last: int, first: int) -> None:
         if not first:
@@ -181,23 +204,18 @@ class _Glushkov:
     def build(self, node) -> tuple[int, int, bool]:
         """(first, last, nullable) of `node`, allocating fresh positions for its characters."""
         kind = node[0]
-        if kind == _EPS:
+        if kind == EPS:
             return 0, 0, True
-        if kind == _CHR:
-            p = len(self.cls)
-            if p > MAX_POSITIONS:
-                raise ConstraintTooComplexError(f"{self.budget.what}: character positions after unrolling "
-                                                "repetition counts", MAX_POSITIONS)
-            self.cls.append(node[1])
-            self.follow.append(0)
-            self.budget.spend(1)
+        if kind == CHR:
+            p = self._position(self.classes.add(node[1], node[2]))
             return 1 << p, 1 << p, False
-        if kind == _CAT:
+
+        if kind == CAT:
             acc = (0, 0, True)
             for part in node[1]:
                 acc = self._concat(acc, self.build(part))
             return acc
-        if kind == _ALT:
+        if kind == ALT:
             first = last = 0
             nullable = False
             for option in node[1]:
@@ -253,8 +271,11 @@ def _partition(classes: list[tuple[frozenset, bool]], budget: Budget):
 
 def from_tree(tree, budget: Budget) -> CharFSM:
     """The minimal DFA of interegular's parse tree `tree` (full match, characters as symbols)."""
-    classes = _Classes()
-    ast = _to_ast(tree, REFlags(0), classes)
+    return from_ast(_to_ast(tree, REFlags(0)), budget)
+
+
+def from_ast(ast, budget: Budget) -> CharFSM:
+    """The minimal DFA of the tree `ast` (full match, characters as symbols)."""
     if _unrolled_size(ast, 4 * MAX_POSITIONS) > 4 * MAX_POSITIONS:
         raise ConstraintTooComplexError(f"{budget.what}: pattern size after unrolling repetition counts",
                                         4 * MAX_POSITIONS)
@@ -262,7 +283,7 @@ def from_tree(tree, budget: Budget) -> CharFSM:
     first, last, nullable = g.build(ast)
     g.follow[0] = first
     accept = last | (1 if nullable else 0)
-    symbol_of, else_symbol, members = _partition(classes.items, budget)
+    symbol_of, else_symbol, members = _partition(g.classes.items, budget)
     # positions of each symbol: those whose class holds it
     by_class: dict[int, int] = {}
     for p in range(1, len(g.cls)):
@@ -303,12 +324,7 @@ def _subsets(follow: list[int], accept: int, pos_of_symbol: list[int], budget: B
             for sym, mask in live_symbols:
                 t = reach & mask
                 if t:
-                    j = ids.get(t)
-                    if j is None:
-                        j = ids[t] = len(order)
-                        order.append(t)
-                        budget.states(len(order))
-                    row[sym] = j
+                    row[sym] = intern_state(ids, order, t, budget)
         budget.spend((n + len(live_symbols)) * _weight(reach))
         table.append(row)
         i += 1
@@ -411,6 +427,21 @@ def _refine(n: int, preds: list[list[tuple[int, int]]], finals: set, budget: Bud
 # ---------------------------------------------------------------------------------------- intersection
 def intersect(a: CharFSM, b: CharFSM, budget: Budget) -> CharFSM:
     """The DFA of the strings both `a` and `b` accept (product construction over a common partition)."""
+    return _product(a, b, budget, lambda x, y: x and y)
+
+
+def difference(a: CharFSM, b: CharFSM, budget: Budget) -> CharFSM:
+    """The DFA of the strings `a` accepts and `b` does not."""
+    return _product(a, b, budget, lambda x, y: x and not y)
+
+
+def union(a: CharFSM, b: CharFSM, budget: Budget) -> CharFSM:
+    """The DFA of the strings `a` or `b` accepts."""
+    return _product(a, b, budget, lambda x, y: x or y)
+
+
+def _pair_symbols(a: CharFSM, b: CharFSM, budget: Budget):
+    """The common partition of two DFAs' alphabets: (symbol_of, [((a symbol, b symbol), symbol), ...])."""
     pair_symbol: dict[tuple[int, int], int] = {(a.else_symbol, b.else_symbol): 0}
     symbol_of = {}
     for c in set(a.symbol_of) | set(b.symbol_of):
@@ -420,20 +451,29 @@ def intersect(a: CharFSM, b: CharFSM, budget: Budget) -> CharFSM:
             sym = pair_symbol[key] = len(pair_symbol)
         symbol_of[c] = sym
     budget.spend(len(symbol_of))
-    pairs = list(pair_symbol.items())
+    return symbol_of, list(pair_symbol.items())
+
+
+def _product(a: CharFSM, b: CharFSM, budget: Budget, accept) -> CharFSM:
+    """Product construction; a side's state is None once it is dead (a missing move of a partial DFA rejects), kept
+    only while `accept(a final, b final)` may still become true."""
+    symbol_of, pairs = _pair_symbols(a, b, budget)
+    keep_a_dead, keep_b_dead = accept(False, True), accept(True, False)
     ids = {(a.initial, b.initial): 0}
     order = [(a.initial, b.initial)]
     table, finals = [], set()
+    no_moves: dict = {}
     i = 0
     while i < len(order):
         x, y = order[i]
-        if x in a.finals and y in b.finals:
+        if accept(x is not None and x in a.finals, y is not None and y in b.finals):
             finals.add(i)
-        ra, rb = a.map[x], b.map[y]
+        ra = a.map[x] if x is not None else no_moves
+        rb = b.map[y] if y is not None else no_moves
         row = {}
         for (sa, sb), sym in pairs:
             tx, ty = ra.get(sa), rb.get(sb)
-            if tx is None or ty is None:
+            if (tx is None and (ty is None or not keep_a_dead)) or (ty is None and not keep_b_dead):
                 continue
             j = ids.get((tx, ty))
             if j is None:
@@ -444,17 +484,49 @@ def intersect(a: CharFSM, b: CharFSM, budget: Budget) -> CharFSM:
         budget.spend(len(pairs))
         table.append(row)
         i += 1
-    return _minimize(table, finals, symbol_of, 0, len(pair_symbol), budget)
+    return _minimize(table, finals, symbol_of, 0, len(pairs), budget)
+
+
+def concat(a: CharFSM, b: CharFSM, budget: Budget) -> CharFSM:
+    """The DFA of the strings u v with u accepted by `a` and v by `b` (subset construction: a's state and the set of
+    b's states its final states have started)."""
+    symbol_of, pairs = _pair_symbols(a, b, budget)
+    a_finals, b_finals = a.finals, b.finals
+
+    def enter(x, ys: frozenset):
+        return (x, ys | {b.initial}) if x is not None and x in a_finals else (x, ys)
+
+    start = enter(a.initial, frozenset())
+    ids = {start: 0}
+    order = [start]
+    table, finals = [], set()
+    i = 0
+    while i < len(order):
+        x, ys = order[i]
+        if not ys.isdisjoint(b_finals):
+            finals.add(i)
+        ra = a.map[x] if x is not None else {}
+        row = {}
+        for (sa, sb), sym in pairs:
+            tx = ra.get(sa)
+            tys = frozenset(t for t in (b.map[y].get(sb) for y in ys) if t is not None)
+            if tx is None and not tys:
+                continue
+            row[sym] = intern_state(ids, order, enter(tx, tys), budget)
+        budget.spend(len(pairs) * (1 + len(ys)))
+        table.append(row)
+        i += 1
+    return _minimize(table, finals, symbol_of, 0, len(pairs), budget)
 
 
 # ------------------------------------------------------------------------------------ cheap checks first
 # Characters of a pattern's text: past this it is refused before it is parsed at all.
 MAX_PATTERN_CHARS = 100_000
-# Group / repetition nesting: interegular's parser recurses ~4 frames per level (RecursionError near 200); real
-# patterns nest at most 13 deep in the shared data.
+# Group / repetition nesting: the parser (structgen.fsm.regex_syntax) and the tree walks recurse a few frames per
+# level; real patterns nest at most 13 deep in the shared data.
 MAX_NESTING = 50
-# Characters named by the pattern's classes, summed over its text: interegular expands `[a-b]` into a set of every
-# character in it (`[\x00-\U0010ffff]`: 1.1M strings, ~0.3 s, ~90 MB). Real patterns name at most ~730.
+# Characters named by the pattern's classes, summed over its text: a class is a set of every character in its ranges
+# (`[\x00-\U0010ffff]`: 1.1M characters, ~0.3 s, ~90 MB). Real patterns name at most ~730.
 MAX_CLASS_CHARS = 300_000
 
 

@@ -47,10 +47,28 @@ def shortest_completion(automaton, state, *, max_visited: int = 200_000) -> byte
     raise AssertionError("no final state reachable (an unproductive state)")
 
 
-def random_walk(automaton, rng: random.Random, *, max_bytes: int = 400, stop_bias: float = 0.3) -> bytes:
+def descend_to_final(automaton, state) -> bytes:
+    """The bytes of a shortest completion found with the automaton's own `min_bytes_to_final`: from each state a byte
+    whose successor is one byte closer (asserting one exists). For automata whose states branch too widely for
+    `shortest_completion`'s search (free keys and values)."""
+    out = bytearray()
+    d = automaton.min_bytes_to_final(state)
+    while not automaton.is_final(state):
+        for b, t in sorted(automaton.transitions(state).items()):
+            if automaton.min_bytes_to_final(t) == d - 1:
+                out.append(b)
+                state, d = t, d - 1
+                break
+        else:
+            raise AssertionError(f"no byte brings {bytes(out)!r} closer to a final state than {d}")
+    return bytes(out)
+
+
+def random_walk(automaton, rng: random.Random, *, max_bytes: int = 400, stop_bias: float = 0.3,
+                finish=shortest_completion) -> bytes:
     """A random byte path from the initial state to a final state: uniform random bytes, stopping in a
-    final state with probability `stop_bias`; past `max_bytes` it finishes along a shortest completion.
-    Asserts on the way that no reached state is a dead end."""
+    final state with probability `stop_bias`; past `max_bytes` it finishes along `finish(automaton, state)` (a
+    shortest completion). Asserts on the way that no reached state is a dead end."""
     state = automaton.initial()
     out = bytearray()
     while True:
@@ -61,7 +79,7 @@ def random_walk(automaton, rng: random.Random, *, max_bytes: int = 400, stop_bia
         if not trans:
             raise AssertionError(f"dead non-final state after {bytes(out)!r}")
         if len(out) >= max_bytes:
-            return bytes(out) + shortest_completion(automaton, state)
+            return bytes(out) + finish(automaton, state)
         b = rng.choice(sorted(trans))
         out.append(b)
         state = trans[b]
@@ -82,3 +100,17 @@ def data_dir() -> Path:
     from structgen.bench.cases import default_data_dir
 
     return default_data_dir()
+
+
+def assert_exit_costs_agree(closed, searched, rng: random.Random, walks: int) -> None:
+    """Along random walks, the closed-form shortest completion equals the searched one at every state. Mostly ASCII
+    bytes: a byte-uniform walk would stay inside multi-byte characters."""
+    for _ in range(walks):
+        state = closed.initial()
+        for _ in range(rng.randrange(40)):
+            assert closed.min_bytes_to_final(state) == searched.min_bytes_to_final(state)
+            moves = closed.transitions(state)
+            if not moves:
+                break
+            ascii_ = [b for b in moves if b < 0x80]
+            state = moves[rng.choice(ascii_ if ascii_ and rng.random() < 0.9 else sorted(moves))]

@@ -70,7 +70,7 @@ def test_errors_exit_2_with_a_message(capsys, tok_dir, args, message):
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
-    (json.dumps({"type": "object", "dependentSchemas": {"a": {}}}), "dependentSchemas"),
+    (json.dumps({"type": "object", "unevaluatedProperties": False}), "unevaluatedProperties"),
     (json.dumps({"type": 5}), "'#"),
     ('{"type": "string", "maxLength": 1e400}', "(at '#/maxLength')"),
     ('{"a": ' * 400 + "1" + "}" * 400, "nests deeper than"),

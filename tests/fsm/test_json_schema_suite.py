@@ -11,6 +11,7 @@ import json
 import pytest
 from automaton_helpers import accepts, data_dir
 
+import structgen
 from structgen.errors import ConstraintError
 from structgen.fsm.json_schema import schema_automaton
 
@@ -66,6 +67,16 @@ def _scalars(value):
         yield value
 
 
+def _cursor_walker(schema):
+    compiled = structgen.compile_json_schema(schema, extra_properties=True)
+
+    def walk(text: str) -> bool:
+        cur = compiled.cursor()
+        return all(cur.advance(t) for t in compiled.tokenizer.encode(text)) and cur.is_final()
+
+    return walk
+
+
 @pytest.mark.skipif(not FILES, reason=f"JSON-Schema-Test-Suite not found at {SUITE} (set STRUCTGEN_DATA_DIR)")
 def test_official_suite_zero_invalid_accepted():
     compiled, refused, valid_accepted, valid_total, unexplained = 0, 0, 0, 0, []
@@ -78,8 +89,11 @@ def test_official_suite_zero_invalid_accepted():
                 refused += 1
                 continue
             compiled += 1
+            # NOTE: uniqueItems is checked at run time by the cursor, not by the byte automaton: such groups walk
+            # their instances token by token through a real cursor (the default tokenizer), as decoding does.
+            check = _cursor_walker(group["schema"]) if a.run_time_checks else (lambda text: accepts(a, text))
             for case in group["tests"]:
-                ok = accepts(a, json.dumps(case["data"]))
+                ok = check(json.dumps(case["data"]))
                 if not case["valid"]:
                     if ok:
                         invalid_accepted.append((path.name, group["description"], case["description"]))

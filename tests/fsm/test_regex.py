@@ -116,8 +116,10 @@ def test_every_state_productive():
     assert len(seen) > 5
 
 
+# NOTE: `a(?=b)`, `a$b` and `a\bc` parse (lookaheads, anchors and boundaries compile away) but match no whole string:
+# refused as empty, with no position (the whole pattern is at fault). `(?<=a)b` (lookbehind) is refused at its place.
 @pytest.mark.parametrize("pattern,position", [("a(b", 1), ("[a-", 0), ("a**", 2), ("(a)\\1", None),
-                                              ("a(?=b)", 1), ("a$b", 1), ("a\\bc", None)])
+                                              ("a(?=b)", None), ("a$b", None), ("a\\bc", None), ("(?<=a)b", 0)])
 def test_bad_regex_errors(pattern, position):
     with pytest.raises(InvalidRegexError) as e:
         regex_automaton(pattern)
@@ -147,8 +149,9 @@ def test_choice_automaton():
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=12))
-def test_dot_star_accepts_any_text_without_newline(text):
-    assert accepts(regex_automaton(r".*"), text) == ("\n" not in text)
+def test_dot_star_accepts_any_text_without_a_line_terminator(text):
+    # ECMA-262's `.` excludes \r, U+2028 and U+2029 as well as \n (Python's only \n): the dialects agree on the rest
+    assert accepts(regex_automaton(r".*"), text) == (not any(c in text for c in "\n\r\u2028\u2029"))
 
 
 outlines_core = pytest.importorskip("outlines_core")

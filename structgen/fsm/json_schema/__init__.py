@@ -8,10 +8,12 @@ numbers.py, objects.py, arrays.py, formats.py -> matcher.py (lazy subset constru
 from __future__ import annotations
 
 import json
+import sys
 
-from ...errors import InvalidSchemaError
+from ...errors import ConstraintTooComplexError, InvalidSchemaError
 from ..limits import CompileLimits
 from .compiler import Compiler
+from .distinct import check_unique_placement
 from .matcher import SchemaAutomaton
 from .normalize import MAX_SCHEMA_NESTING, check_json_values
 
@@ -20,12 +22,15 @@ __all__ = ["schema_automaton", "SchemaAutomaton"]
 
 def schema_automaton(schema, *, extra_properties: bool = False, whitespace: str = "compact",
                      max_recursion_depth: int = 3, max_states: int | None = None,
-                     limits: CompileLimits | None = None) -> SchemaAutomaton:
+                     limits: CompileLimits | None = None, property_order: str = "schema") -> SchemaAutomaton:
     """The byte automaton of the JSON texts `schema` admits (dict, bool, or JSON text).
 
     extra_properties: False (default) = an object without `additionalProperties` admits no undeclared keys;
     True = the spec's meaning (undeclared keys with any value). whitespace: "compact" = none except one
     optional space after `,` and `:`; "flexible" = bounded spaces/newlines around punctuation.
+    property_order: "schema" (default) = declared properties in `properties` order, extra keys after them;
+    "any" = declared properties in any order (each at most once, required ones before the object closes), extra keys
+    anywhere among them. The default keeps one order: fewer states, and outputs laid out as the schema reads.
     limits: the compile's limits (None = CompileLimits.from_env()); `max_states`, when given, overrides theirs.
     Raises InvalidSchemaError, UnsupportedSchemaError, ConstraintTooComplexError (structgen.errors).
     """
@@ -45,7 +50,15 @@ def schema_automaton(schema, *, extra_properties: bool = False, whitespace: str 
         max_states = limits.max_states
     if not isinstance(max_states, int) or max_states < 1:
         raise ValueError("max_states must be a positive int")
-    root = Compiler(schema, extra_properties=bool(extra_properties), whitespace=whitespace,
-                    max_recursion_depth=max_recursion_depth,
-                    compile_timeout_s=limits.compile_timeout_s).compile()
-    return SchemaAutomaton(root, max_states=max_states)
+    compiler = Compiler(schema, extra_properties=bool(extra_properties), whitespace=whitespace,
+                        max_recursion_depth=max_recursion_depth, compile_timeout_s=limits.compile_timeout_s,
+                        property_order=property_order)
+    try:
+        root = compiler.compile()
+    except RecursionError:
+        # NOTE: each schema level takes several Python frames (schema -> flat -> object -> value -> schema); a schema
+        # within MAX_SCHEMA_NESTING can still unroll deeper than the interpreter's stack through $ref recursion
+        raise ConstraintTooComplexError("compiler recursion depth", sys.getrecursionlimit()) from None
+    if compiler.unique_arrays:
+        check_unique_placement(root, compiler.unique_arrays)  # uniqueItems: checked by the cursor at run time
+    return SchemaAutomaton(root, max_states=max_states, run_time_checks=bool(compiler.unique_arrays))

@@ -10,21 +10,33 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 
 from ...errors import ConstraintTooComplexError
+from .distinct import DistinctValues
 from .nodes import GOTO, POP, PUSH, Node
 
 # Most frames one shortest-completion search may settle (a number with a huge `minimum` is the costly case).
 MAX_EXIT_SEARCH = 200_000
 _INF = float("inf")
+# The deadline check of the automaton expanding on this thread: the sub-automata of a `Combine` leaf (combine.py) are
+# never bound themselves and tick through this one.
+_ACTIVE = threading.local()
 
 
 class SchemaAutomaton:
     """A deterministic byte automaton over a compiled node graph. Thread-compatible, not thread-safe: the
     memo tables grow as states are visited (callers serialize access, as the token layer does)."""
 
-    def __init__(self, root: Node, *, max_states: int, closed_forms: bool = True):
+    def __init__(self, root: Node, *, max_states: int, closed_forms: bool = True, run_time_checks: bool = False):
         self._max_states = max_states
+        # NOTE: True when the graph holds a unique array (uniqueItems): the cursor then checks items at run time, at
+        # the states `has_guards` marks (see "run-time checks" below); the token layer costs nothing extra otherwise.
+        self.run_time_checks = run_time_checks
+        self._guards: dict = {}  # state -> whether it holds guarded configurations
+        self._safe: dict = {}  # state -> DistinctValues.safe
+        self._stripped: set = set()  # states made by without_guards (see min_bytes_to_final)
+        self._distinct = DistinctValues() if run_time_checks else None
         self._closed_forms = closed_forms  # False: exit costs by search alone (tests compare the two)
         self._check = None  # the deadline check of whoever drives the expansion (see bind_deadline)
         self._moves: dict = {}
@@ -48,8 +60,9 @@ class SchemaAutomaton:
         return state
 
     def _tick(self) -> None:
-        if self._check is not None:
-            self._check()
+        check = self._check if self._check is not None else getattr(_ACTIVE, "check", None)
+        if check is not None:
+            check()
 
     @property
     def num_states(self) -> int:
@@ -68,6 +81,8 @@ class SchemaAutomaton:
             return hit
         if len(self._transitions) >= self._max_states:
             raise ConstraintTooComplexError("automaton states", self._max_states, "max_states / STRUCTGEN_MAX_STATES")
+        if self._check is not None:
+            _ACTIVE.check = self._check
         self._tick()
         configs = state[0]
         if len(configs) == 1:
@@ -138,6 +153,12 @@ class SchemaAutomaton:
         state (a set of configurations) is as close as its closest configuration."""
         if state[1]:
             return 0
+        if self._stripped and state in self._stripped:
+            # NOTE: a leaf left by without_guards may still be able to pop, into the configurations that were dropped:
+            # its own exit cost would count that way out. Every configuration left reads a byte first, so one step here.
+            return 1 + min(self.min_bytes_to_final(t) for t in self.transitions(state).values())
+        if self._check is not None:
+            _ACTIVE.check = self._check
         best = _INF
         for frame, cont in state[0]:
             best = min(best, self._exit_cost(frame) + self._cont_cost(cont))
@@ -222,6 +243,38 @@ class SchemaAutomaton:
         fn = getattr(frame[0], "exit_bytes", None)
         return None if fn is None else fn(frame, self._exit_cost)
 
+    # -------------------------------------------------------------------------------- run-time checks
+    # A configuration whose leaf is a unique array's POST frame with nothing read is *guarded*: the byte just read
+    # completed an item of that array, which is the innermost open JSON container (JSON text parses one way, so every
+    # configuration of a state agrees on that). The cursor keeps the configuration only if the item differs from the
+    # array's earlier items; the transitions here assume it does (a superset of what any request may read).
+
+    def has_guards(self, state) -> bool:
+        """Whether `state` holds guarded configurations (they all wait after the same item)."""
+        hit = self._guards.get(state)
+        if hit is None:
+            hit = self._guards[state] = any(_guarded(leaf) for leaf, _ in state[0])
+        return hit
+
+    def without_guards(self, state):
+        """`state` less its guarded configurations (what is left when the item just read repeats an earlier one), or
+        None when nothing is left."""
+        kept = frozenset(c for c in state[0] if not _guarded(c[0]))
+        if not kept and not state[1]:
+            return None
+        out = (kept, state[1])
+        if out != state:
+            self._stripped.add(out)
+        return out
+
+    def safe(self, state) -> bool:
+        """Whether `state` can complete whatever earlier items its open unique arrays hold (distinct.py): from such a
+        state the cursor needs no search."""
+        hit = self._safe.get(state)
+        if hit is None:
+            hit = self._safe[state] = state[1] or self._distinct is None or self._distinct.safe(state[0])
+        return hit
+
     # ------------------------------------------------------------------------------------- internals
     def _frame_moves(self, frame) -> dict:
         mv = self._moves.get(frame)
@@ -280,3 +333,8 @@ class SchemaAutomaton:
             if cont is None:
                 return True
             frame, cont = cont
+
+
+def _guarded(leaf) -> bool:
+    check = getattr(leaf[0], "guarded", None)
+    return check is not None and check(leaf)

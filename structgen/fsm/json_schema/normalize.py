@@ -205,13 +205,38 @@ def prepare(schema: dict, where: str) -> dict:
         s["type"] = list(dict.fromkeys(ts))
     if s.get("nullable") is True and "type" in s and "null" not in s["type"]:
         s["type"] = s["type"] + ["null"]
+    if "dependencies" in s:
+        _split_dependencies(s, where)
     _check_shapes(s, where)
     return s
 
 
+def _split_dependencies(s: dict, where: str) -> None:
+    """Draft-07 `dependencies` -> `dependentRequired` (its arrays) and `dependentSchemas` (its schemas), next to any
+    of those the schema also has (both hold then)."""
+    deps = s.pop("dependencies")
+    if not isinstance(deps, dict):
+        raise InvalidSchemaError("'dependencies' must be an object", where)
+    required, schemas = s.get("dependentRequired", {}), s.get("dependentSchemas", {})
+    if not isinstance(required, dict) or not isinstance(schemas, dict):
+        raise InvalidSchemaError("'dependentRequired' / 'dependentSchemas' must be objects", where)
+    required, schemas = dict(required), dict(schemas)
+    for name, dep in deps.items():
+        if isinstance(dep, list):
+            required[name] = list(dict.fromkeys(required.get(name, []) + dep)) if name in required else dep
+        elif isinstance(dep, (dict, bool)):
+            schemas[name] = _all_of(schemas[name], dep) if name in schemas else dep
+        else:
+            raise InvalidSchemaError("a 'dependencies' value must be an array of names or a schema", where)
+    if required:
+        s["dependentRequired"] = required
+    if schemas:
+        s["dependentSchemas"] = schemas
+
+
 _COUNT_KEYS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 _NUMBER_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
-_SCHEMA_KEYS = ("items", "additionalProperties", "not")
+_SCHEMA_KEYS = ("items", "additionalProperties", "not", "propertyNames")
 _LIST_KEYS = ("allOf", "anyOf", "oneOf")
 
 
@@ -242,6 +267,16 @@ def _check_shapes(s: dict, where: str) -> None:
         raise InvalidSchemaError("'required' must be an array of strings", where)
     if "pattern" in s and not isinstance(s["pattern"], str):
         raise InvalidSchemaError("'pattern' must be a string", where)
+    dr = s.get("dependentRequired")
+    if dr is not None and (not isinstance(dr, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in dr.values())):
+        raise InvalidSchemaError("'dependentRequired' must be an object of arrays of strings", where)
+    ds = s.get("dependentSchemas")
+    if ds is not None and (not isinstance(ds, dict) or not all(isinstance(v, (dict, bool)) for v in ds.values())):
+        raise InvalidSchemaError("'dependentSchemas' must be an object of schemas", where)
+    pp = s.get("patternProperties")
+    if isinstance(pp, dict) and not all(isinstance(v, (dict, bool)) for v in pp.values()):
+        raise InvalidSchemaError("'patternProperties' values must be schemas", where)
 
 
 # -------------------------------------------------------------------------------------------- merge
@@ -260,8 +295,38 @@ def _all_of(a, b):
     return {"allOf": [a, b]}
 
 
+_LAYER_KEYS = ("properties", "patternProperties", "additionalProperties")
+
+
+def _key_layers(x: dict) -> list[dict]:
+    """x's (properties, patternProperties, additionalProperties) as a layer, then the layers merges kept in it."""
+    own = {k: x[k] for k in _LAYER_KEYS if k in x}
+    return ([own] if own else []) + list(x.get("__layers", ()))
+
+
+def _without_orphan_conditions(x: dict) -> dict:
+    """x without an `if` that has no `then`/`else`, or `then`/`else` with no `if`: they assert nothing, and merged
+    with another schema's halves (allOf [{if}, {then}, {else}]) they would wrongly make one condition."""
+    has_if = "if" in x
+    has_branch = "then" in x or "else" in x
+    if has_if == has_branch:
+        return x
+    return {k: v for k, v in x.items() if k not in ("if", "then", "else")}
+
+
 def merge(a: dict, b: dict, where: str) -> dict:
-    """One dict equivalent to allOf [a, b] (both prepared, without $ref / allOf)."""
+    """One dict equivalent to allOf [a, b] (both prepared, without $ref / allOf).
+
+    NOTE: each schema's additionalProperties applies to the keys *it* does not name. Folding b's properties into a's
+    (with the other side's additionalProperties) says that exactly while no patternProperties is involved; once one
+    is, the two key layers stay apart in `__layers` (compiler.object answers a key to every layer)."""
+    a, b = _without_orphan_conditions(a), _without_orphan_conditions(b)
+    la, lb = _key_layers(a), _key_layers(b)
+    if any("patternProperties" in lay for lay in la + lb):
+        out = merge({k: v for k, v in a.items() if k not in _LAYER_KEYS and k != "__layers"},
+                    {k: v for k, v in b.items() if k not in _LAYER_KEYS and k != "__layers"}, where)
+        out["__layers"] = la + lb
+        return out
     out = dict(a)
     out["__src"] = a.get("__src", []) + b.get("__src", [])
     a_extra, b_extra = a.get("additionalProperties", True), b.get("additionalProperties", True)
@@ -303,11 +368,13 @@ def merge(a: dict, b: dict, where: str) -> dict:
         elif key == "multipleOf":
             if av != bv:
                 if isinstance(av, int) and isinstance(bv, int) and not isinstance(av, bool) and not isinstance(bv, bool):
-                    import math
-
                     out[key] = math.lcm(av, bv)
                 else:
-                    raise UnsupportedSchemaError("multipleOf", where, "two different multipleOf in allOf")
+                    # NOTE: kept apart, not replaced by their lcm: jsonschema tests each float divisor in floating
+                    # point (numbers.multiple_of takes the lcm and mirrors that test)
+                    out["__multiples"] = out.get("__multiples", []) + [bv]
+        elif key == "__multiples":
+            out[key] = av + bv
         elif key == "properties":
             props = dict(av)
             for name, sub in bv.items():
@@ -316,14 +383,23 @@ def merge(a: dict, b: dict, where: str) -> dict:
                 if name not in bv:
                     props[name] = _all_of(av[name], b_extra)
             out[key] = props
+        elif key == "dependentRequired":
+            out[key] = {**av, **{t: list(dict.fromkeys(list(av.get(t, [])) + list(ds))) for t, ds in bv.items()}}
+        elif key == "dependentSchemas":
+            out[key] = {**av, **{t: _all_of(av[t], sub) if t in av else sub for t, sub in bv.items()}}
+        elif key == "propertyNames":
+            out[key] = _all_of(av, bv)
+        elif key == "__forbidden":
+            out[key] = list(dict.fromkeys(list(av) + list(bv)))
         elif key in ("not", "__nots"):
             if av != bv:
                 out["__nots"] = out.get("__nots", []) + ([bv] if key == "not" else bv)
         elif key == "prefixItems":
             if av != bv:
                 raise UnsupportedSchemaError("prefixItems", where, "two different tuple forms in allOf")
-        elif av != bv and not _is_annotation(key):
+        elif av != bv and not _is_annotation(key) and (key in VOCABULARY or key.startswith("__")):
             raise UnsupportedSchemaError(key, where, "cannot combine two different values in allOf")
+        # NOTE: any other key is not JSON Schema (`"translation"`, `"@type"`): validators ignore it, so do we
     if "properties" in b and "properties" not in a and a_extra is not True:
         out["properties"] = {n: _all_of(sub, a_extra) for n, sub in b["properties"].items()}
     if "properties" in a and "properties" not in b and b_extra is not True:
@@ -335,6 +411,15 @@ def merge(a: dict, b: dict, where: str) -> dict:
     return out
 
 
+# The keywords of JSON Schema (2020-12 and the draft-04/07 spellings) that say anything about a value.
+VOCABULARY = frozenset({
+    "type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength",
+    "minLength", "pattern", "format", "maxItems", "minItems", "uniqueItems", "maxContains", "minContains",
+    "maxProperties", "minProperties", "required", "dependentRequired", "allOf", "anyOf", "oneOf", "not", "if", "then",
+    "else", "dependentSchemas", "dependencies", "prefixItems", "items", "additionalItems", "contains", "properties",
+    "patternProperties", "additionalProperties", "propertyNames", "unevaluatedItems", "unevaluatedProperties", "$ref",
+    "$dynamicRef", "$recursiveRef",
+})
 ANNOTATIONS = frozenset({
     "title", "description", "examples", "example", "default", "$comment", "$schema", "$id", "id", "deprecated",
     "readOnly", "writeOnly", "contentMediaType", "contentEncoding", "contentSchema", "$anchor", "$defs",
