@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstructgen/v1/structgen.proto\x12\x0cstructgen.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x1d\n\nChoiceList\x12\x0f\n\x07\x63hoices\x18\x01 \x03(\t\"m\n\x11JsonSchemaOptions\x12\x1e\n\x16\x61llow_extra_properties\x18\x01 \x01(\x08\x12 \n\x13max_recursion_depth\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\x16\n\x14_max_recursion_depth\"\xbd\x01\n\nConstraint\x12\x15\n\x0bjson_schema\x18\x01 \x01(\tH\x00\x12\x0f\n\x05regex\x18\x02 \x01(\tH\x00\x12*\n\x06\x63hoice\x18\x03 \x01(\x0b\x32\x18.structgen.v1.ChoiceListH\x00\x12\x15\n\x0b\x63ompiled_id\x18\x04 \x01(\tH\x00\x12<\n\x13json_schema_options\x18\x05 \x01(\x0b\x32\x1f.structgen.v1.JsonSchemaOptionsB\x06\n\x04kind\"\x88\x04\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x66requency_penalty\x18\x05 \x01(\x02\x12\x18\n\x10presence_penalty\x18\x06 \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05min_p\x18\x08 \x01(\x02\x12?\n\nlogit_bias\x18\t \x03(\x0b\x32+.structgen.v1.SamplingParams.LogitBiasEntry\x12\x16\n\x0e\x64ry_multiplier\x18\n \x01(\x02\x12\x15\n\x08\x64ry_base\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1f\n\x12\x64ry_allowed_length\x18\x0c \x01(\rH\x03\x88\x01\x01\x12\x11\n\tdry_range\x18\r \x01(\r\x12\x10\n\x08logprobs\x18\x0e \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x0f \x01(\r\x12\t\n\x01n\x18\x10 \x01(\r\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x07\n\x05_seedB\x15\n\x13_repetition_penaltyB\x0b\n\t_dry_baseB\x15\n\x13_dry_allowed_length\"\xb0\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.structgen.v1.ChatMessage\x12\x0e\n\x06system\x18\x03 \x01(\t\x12,\n\nconstraint\x18\x04 \x01(\x0b\x32\x18.structgen.v1.Constraint\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.structgen.v1.SamplingParams\x12\x17\n\nmax_tokens\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x18\n\x0bspeculation\x18\t \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_speculation\"=\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"f\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12%\n\x03top\x18\x04 \x03(\x0b\x32\x18.structgen.v1.TopLogprob\"g\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x15\n\rcached_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x15\n\rforced_tokens\x18\x04 \x01(\r\"<\n\x07Timings\x12\x10\n\x08queued_s\x18\x01 \x01(\x01\x12\x0e\n\x06ttft_s\x18\x02 \x01(\x01\x12\x0f\n\x07total_s\x18\x03 \x01(\x01\"\x88\x02\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.structgen.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.structgen.v1.Usage\x12&\n\x07timings\x18\x05 \x01(\x0b\x32\x15.structgen.v1.Timings\x12,\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1a.structgen.v1.TokenLogprob\x12%\n\x07\x63hoices\x18\x07 \x03(\x0b\x32\x14.structgen.v1.Choice\"\xd2\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.structgen.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.structgen.v1.Usage\x12&\n\x07timings\x18\x05 \x01(\x0b\x32\x15.structgen.v1.Timings\x12,\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1a.structgen.v1.TokenLogprob\"\xf6\x01\n\x16GenerateStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.structgen.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.structgen.v1.Usage\x12&\n\x07timings\x18\x05 \x01(\x0b\x32\x15.structgen.v1.Timings\x12\r\n\x05index\x18\x06 \x01(\r\x12,\n\x08logprobs\x18\x07 \x03(\x0b\x32\x1a.structgen.v1.TokenLogprob\">\n\x0e\x43ompileRequest\x12,\n\nconstraint\x18\x01 \x01(\x0b\x32\x18.structgen.v1.Constraint\"Y\n\x0f\x43ompileResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nnum_states\x18\x02 \x01(\x04\x12\x16\n\x0e\x63ompile_time_s\x18\x03 \x01(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\"\x16\n\x14GetServerInfoRequest\"}\n\x06Limits\x12\x15\n\rmax_model_len\x18\x01 \x01(\r\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x05 \x01(\x04\"\x85\x01\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x16\n\x0ekv_blocks_used\x18\x04 \x01(\x04\x12\x17\n\x0fkv_blocks_total\x18\x05 \x01(\x04\x12\x18\n\x10kv_blocks_cached\x18\x06 \x01(\x04\"\xce\x01\n\nServerInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12$\n\x06limits\x18\x06 \x01(\x0b\x32\x14.structgen.v1.Limits\x12\x15\n\rauth_required\x18\x07 \x01(\x08\x12 \n\x04load\x18\x08 \x01(\x0b\x32\x12.structgen.v1.Load*y\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x18\n\x14\x46INISH_REASON_BUDGET\x10\x03\x32\xc6\x02\n\tStructGen\x12I\n\x08Generate\x12\x1d.structgen.v1.GenerateRequest\x1a\x1e.structgen.v1.GenerateResponse\x12W\n\x0eGenerateStream\x12\x1d.structgen.v1.GenerateRequest\x1a$.structgen.v1.GenerateStreamResponse0\x01\x12\x46\n\x07\x43ompile\x12\x1c.structgen.v1.CompileRequest\x1a\x1d.structgen.v1.CompileResponse\x12M\n\rGetServerInfo\x12\".structgen.v1.GetServerInfoRequest\x1a\x18.structgen.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstructgen/v1/structgen.proto\x12\x0cstructgen.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x1d\n\nChoiceList\x12\x0f\n\x07\x63hoices\x18\x01 \x03(\t\"\x85\x01\n\x11JsonSchemaOptions\x12\x1e\n\x16\x61llow_extra_properties\x18\x01 \x01(\x08\x12 \n\x13max_recursion_depth\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0eproperty_order\x18\x03 \x01(\tB\x16\n\x14_max_recursion_depth\"\xbd\x01\n\nConstraint\x12\x15\n\x0bjson_schema\x18\x01 \x01(\tH\x00\x12\x0f\n\x05regex\x18\x02 \x01(\tH\x00\x12*\n\x06\x63hoice\x18\x03 \x01(\x0b\x32\x18.structgen.v1.ChoiceListH\x00\x12\x15\n\x0b\x63ompiled_id\x18\x04 \x01(\tH\x00\x12<\n\x13json_schema_options\x18\x05 \x01(\x0b\x32\x1f.structgen.v1.JsonSchemaOptionsB\x06\n\x04kind\"\x88\x04\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x66requency_penalty\x18\x05 \x01(\x02\x12\x18\n\x10presence_penalty\x18\x06 \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05min_p\x18\x08 \x01(\x02\x12?\n\nlogit_bias\x18\t \x03(\x0b\x32+.structgen.v1.SamplingParams.LogitBiasEntry\x12\x16\n\x0e\x64ry_multiplier\x18\n \x01(\x02\x12\x15\n\x08\x64ry_base\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1f\n\x12\x64ry_allowed_length\x18\x0c \x01(\rH\x03\x88\x01\x01\x12\x11\n\tdry_range\x18\r \x01(\r\x12\x10\n\x08logprobs\x18\x0e \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x0f \x01(\r\x12\t\n\x01n\x18\x10 \x01(\r\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x07\n\x05_seedB\x15\n\x13_repetition_penaltyB\x0b\n\t_dry_baseB\x15\n\x13_dry_allowed_length\"\xb0\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.structgen.v1.ChatMessage\x12\x0e\n\x06system\x18\x03 \x01(\t\x12,\n\nconstraint\x18\x04 \x01(\x0b\x32\x18.structgen.v1.Constraint\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.structgen.v1.SamplingParams\x12\x17\n\nmax_tokens\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x18\n\x0bspeculation\x18\t \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_speculation\"=\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"f\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12%\n\x03top\x18\x04 \x03(\x0b\x32\x18.structgen.v1.TopLogprob\"g\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x15\n\rcached_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x15\n\rforced_tokens\x18\x04 \x01(\r\"<\n\x07Timings\x12\x10\n\x08queued_s\x18\x01 \x01(\x01\x12\x0e\n\x06ttft_s\x18\x02 \x01(\x01\x12\x0f\n\x07total_s\x18\x03 \x01(\x01\"\x88\x02\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.structgen.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.structgen.v1.Usage\x12&\n\x07timings\x18\x05 \x01(\x0b\x32\x15.structgen.v1.Timings\x12,\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1a.structgen.v1.TokenLogprob\x12%\n\x07\x63hoices\x18\x07 \x03(\x0b\x32\x14.structgen.v1.Choice\"\xd2\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.structgen.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.structgen.v1.Usage\x12&\n\x07timings\x18\x05 \x01(\x0b\x32\x15.structgen.v1.Timings\x12,\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1a.structgen.v1.TokenLogprob\"\xf6\x01\n\x16GenerateStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.structgen.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.structgen.v1.Usage\x12&\n\x07timings\x18\x05 \x01(\x0b\x32\x15.structgen.v1.Timings\x12\r\n\x05index\x18\x06 \x01(\r\x12,\n\x08logprobs\x18\x07 \x03(\x0b\x32\x1a.structgen.v1.TokenLogprob\">\n\x0e\x43ompileRequest\x12,\n\nconstraint\x18\x01 \x01(\x0b\x32\x18.structgen.v1.Constraint\"Y\n\x0f\x43ompileResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nnum_states\x18\x02 \x01(\x04\x12\x16\n\x0e\x63ompile_time_s\x18\x03 \x01(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\"\x16\n\x14GetServerInfoRequest\"}\n\x06Limits\x12\x15\n\rmax_model_len\x18\x01 \x01(\r\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x05 \x01(\x04\"\x85\x01\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x16\n\x0ekv_blocks_used\x18\x04 \x01(\x04\x12\x17\n\x0fkv_blocks_total\x18\x05 \x01(\x04\x12\x18\n\x10kv_blocks_cached\x18\x06 \x01(\x04\"\xce\x01\n\nServerInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12$\n\x06limits\x18\x06 \x01(\x0b\x32\x14.structgen.v1.Limits\x12\x15\n\rauth_required\x18\x07 \x01(\x08\x12 \n\x04load\x18\x08 \x01(\x0b\x32\x12.structgen.v1.Load*y\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x18\n\x14\x46INISH_REASON_BUDGET\x10\x03\x32\xc6\x02\n\tStructGen\x12I\n\x08Generate\x12\x1d.structgen.v1.GenerateRequest\x1a\x1e.structgen.v1.GenerateResponse\x12W\n\x0eGenerateStream\x12\x1d.structgen.v1.GenerateRequest\x1a$.structgen.v1.GenerateStreamResponse0\x01\x12\x46\n\x07\x43ompile\x12\x1c.structgen.v1.CompileRequest\x1a\x1d.structgen.v1.CompileResponse\x12M\n\rGetServerInfo\x12\".structgen.v1.GetServerInfoRequest\x1a\x18.structgen.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,48 +33,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=2970
-  _globals['_FINISHREASON']._serialized_end=3091
+  _globals['_FINISHREASON']._serialized_start=2995
+  _globals['_FINISHREASON']._serialized_end=3116
   _globals['_CHATMESSAGE']._serialized_start=46
   _globals['_CHATMESSAGE']._serialized_end=90
   _globals['_CHOICELIST']._serialized_start=92
   _globals['_CHOICELIST']._serialized_end=121
-  _globals['_JSONSCHEMAOPTIONS']._serialized_start=123
-  _globals['_JSONSCHEMAOPTIONS']._serialized_end=232
-  _globals['_CONSTRAINT']._serialized_start=235
-  _globals['_CONSTRAINT']._serialized_end=424
-  _globals['_SAMPLINGPARAMS']._serialized_start=427
-  _globals['_SAMPLINGPARAMS']._serialized_end=947
-  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=831
-  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=879
-  _globals['_GENERATEREQUEST']._serialized_start=950
-  _globals['_GENERATEREQUEST']._serialized_end=1254
-  _globals['_TOPLOGPROB']._serialized_start=1256
-  _globals['_TOPLOGPROB']._serialized_end=1317
-  _globals['_TOKENLOGPROB']._serialized_start=1319
-  _globals['_TOKENLOGPROB']._serialized_end=1421
-  _globals['_USAGE']._serialized_start=1423
-  _globals['_USAGE']._serialized_end=1526
-  _globals['_TIMINGS']._serialized_start=1528
-  _globals['_TIMINGS']._serialized_end=1588
-  _globals['_GENERATERESPONSE']._serialized_start=1591
-  _globals['_GENERATERESPONSE']._serialized_end=1855
-  _globals['_CHOICE']._serialized_start=1858
-  _globals['_CHOICE']._serialized_end=2068
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=2071
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=2317
-  _globals['_COMPILEREQUEST']._serialized_start=2319
-  _globals['_COMPILEREQUEST']._serialized_end=2381
-  _globals['_COMPILERESPONSE']._serialized_start=2383
-  _globals['_COMPILERESPONSE']._serialized_end=2472
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=2474
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=2496
-  _globals['_LIMITS']._serialized_start=2498
-  _globals['_LIMITS']._serialized_end=2623
-  _globals['_LOAD']._serialized_start=2626
-  _globals['_LOAD']._serialized_end=2759
-  _globals['_SERVERINFO']._serialized_start=2762
-  _globals['_SERVERINFO']._serialized_end=2968
-  _globals['_STRUCTGEN']._serialized_start=3094
-  _globals['_STRUCTGEN']._serialized_end=3420
+  _globals['_JSONSCHEMAOPTIONS']._serialized_start=124
+  _globals['_JSONSCHEMAOPTIONS']._serialized_end=257
+  _globals['_CONSTRAINT']._serialized_start=260
+  _globals['_CONSTRAINT']._serialized_end=449
+  _globals['_SAMPLINGPARAMS']._serialized_start=452
+  _globals['_SAMPLINGPARAMS']._serialized_end=972
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=856
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=904
+  _globals['_GENERATEREQUEST']._serialized_start=975
+  _globals['_GENERATEREQUEST']._serialized_end=1279
+  _globals['_TOPLOGPROB']._serialized_start=1281
+  _globals['_TOPLOGPROB']._serialized_end=1342
+  _globals['_TOKENLOGPROB']._serialized_start=1344
+  _globals['_TOKENLOGPROB']._serialized_end=1446
+  _globals['_USAGE']._serialized_start=1448
+  _globals['_USAGE']._serialized_end=1551
+  _globals['_TIMINGS']._serialized_start=1553
+  _globals['_TIMINGS']._serialized_end=1613
+  _globals['_GENERATERESPONSE']._serialized_start=1616
+  _globals['_GENERATERESPONSE']._serialized_end=1880
+  _globals['_CHOICE']._serialized_start=1883
+  _globals['_CHOICE']._serialized_end=2093
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=2096
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=2342
+  _globals['_COMPILEREQUEST']._serialized_start=2344
+  _globals['_COMPILEREQUEST']._serialized_end=2406
+  _globals['_COMPILERESPONSE']._serialized_start=2408
+  _globals['_COMPILERESPONSE']._serialized_end=2497
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=2499
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=2521
+  _globals['_LIMITS']._serialized_start=2523
+  _globals['_LIMITS']._serialized_end=2648
+  _globals['_LOAD']._serialized_start=2651
+  _globals['_LOAD']._serialized_end=2784
+  _globals['_SERVERINFO']._serialized_start=2787
+  _globals['_SERVERINFO']._serialized_end=2993
+  _globals['_STRUCTGEN']._serialized_start=3119
+  _globals['_STRUCTGEN']._serialized_end=3445
 # @@protoc_insertion_point(module_scope)

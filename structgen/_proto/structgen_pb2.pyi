@@ -33,12 +33,14 @@ class ChoiceList(_message.Message):
     def __init__(self, choices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JsonSchemaOptions(_message.Message):
-    __slots__ = ("allow_extra_properties", "max_recursion_depth")
+    __slots__ = ("allow_extra_properties", "max_recursion_depth", "property_order")
     ALLOW_EXTRA_PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     MAX_RECURSION_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    PROPERTY_ORDER_FIELD_NUMBER: _ClassVar[int]
     allow_extra_properties: bool
     max_recursion_depth: int
-    def __init__(self, allow_extra_properties: _Optional[bool] = ..., max_recursion_depth: _Optional[int] = ...) -> None: ...
+    property_order: str
+    def __init__(self, allow_extra_properties: _Optional[bool] = ..., max_recursion_depth: _Optional[int] = ..., property_order: _Optional[str] = ...) -> None: ...
 
 class Constraint(_message.Message):
     __slots__ = ("json_schema", "regex", "choice", "compiled_id", "json_schema_options")

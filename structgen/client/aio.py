@@ -56,8 +56,8 @@ class AsyncClient(BaseClient):
             call.cancel()
 
     async def compile(self, *, json_schema=None, regex=None, choices=None, allow_extra_properties=False,
-                      timeout: float | None = None) -> Compiled:
-        call = wire.compile_call(json_schema, regex, choices, allow_extra_properties)
+                      property_order: str | None = None, timeout: float | None = None) -> Compiled:
+        call = wire.compile_call(json_schema, regex, choices, allow_extra_properties, property_order)
         return await self._unary(call, self._deadline(timeout))
 
     async def server_info(self, timeout: float | None = None) -> pb.ServerInfo:

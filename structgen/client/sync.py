@@ -67,8 +67,8 @@ class Client(BaseClient):
             call.cancel()  # no-op once finished; frees the server's work when the caller stops early
 
     def compile(self, *, json_schema=None, regex=None, choices=None, allow_extra_properties=False,
-                timeout: float | None = None) -> Compiled:
-        call = wire.compile_call(json_schema, regex, choices, allow_extra_properties)
+                property_order: str | None = None, timeout: float | None = None) -> Compiled:
+        call = wire.compile_call(json_schema, regex, choices, allow_extra_properties, property_order)
         return self._unary(call, self._deadline(timeout))
 
     def server_info(self, timeout: float | None = None) -> pb.ServerInfo:

@@ -154,7 +154,7 @@ def auth_metadata(api_key: str | None) -> tuple:
 
 
 def constraint(json_schema=None, regex=None, choices=None, compiled_id=None,
-               allow_extra_properties=False) -> pb.Constraint | None:
+               allow_extra_properties=False, property_order: str | None = None) -> pb.Constraint | None:
     given = [n for n, v in (("json_schema", json_schema), ("regex", regex), ("choices", choices),
                             ("compiled_id", compiled_id)) if v is not None]
     if len(given) > 1:
@@ -162,7 +162,7 @@ def constraint(json_schema=None, regex=None, choices=None, compiled_id=None,
     if json_schema is not None:
         text = json_schema if isinstance(json_schema, str) else json.dumps(json_schema)
         return pb.Constraint(json_schema=text, json_schema_options=pb.JsonSchemaOptions(
-            allow_extra_properties=allow_extra_properties))
+            allow_extra_properties=allow_extra_properties, property_order=property_order or ""))
     if regex is not None:
         return pb.Constraint(regex=regex)
     if choices is not None:
@@ -177,7 +177,8 @@ def constraint(json_schema=None, regex=None, choices=None, compiled_id=None,
 def build_request(prompt: str | None = None, *, messages: list[dict] | None = None, system: str | None = None,
                   json_schema: dict | str | None = None, regex: str | None = None, choices: list[str] | None = None,
                   compiled_id: str | None = None, allow_extra_properties: bool = False,
-                  max_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,
+                  property_order: str | None = None, max_tokens: int | None = None, temperature: float = 0.0,
+                  top_p: float | None = None,
                   top_k: int | None = None, seed: int | None = None, stop: Iterable[str] = (),
                   request_id: str | None = None, speculation: bool | None = None,
                   frequency_penalty: float | None = None, presence_penalty: float | None = None,
@@ -218,7 +219,7 @@ def build_request(prompt: str | None = None, *, messages: list[dict] | None = No
         req.max_tokens = max_tokens
     if speculation is not None:
         req.speculation = speculation
-    c = constraint(json_schema, regex, choices, compiled_id, allow_extra_properties)
+    c = constraint(json_schema, regex, choices, compiled_id, allow_extra_properties, property_order)
     if c is not None:
         req.constraint.CopyFrom(c)
     return req
@@ -267,8 +268,9 @@ def generate_call(prompt: str | None = None, **kwargs) -> Call:
     return Call(GENERATE, request, lambda r: completion(r, asked))
 
 
-def compile_call(json_schema=None, regex=None, choices=None, allow_extra_properties=False) -> Call:
-    c = constraint(json_schema, regex, choices, None, allow_extra_properties)
+def compile_call(json_schema=None, regex=None, choices=None, allow_extra_properties=False,
+                 property_order: str | None = None) -> Call:
+    c = constraint(json_schema, regex, choices, None, allow_extra_properties, property_order)
     if c is None:
         raise ValueError("give one of json_schema, regex or choices")
     return Call(COMPILE, pb.CompileRequest(constraint=c),

@@ -76,6 +76,13 @@ def constraint_from_pb(c: pb.Constraint, *, allow_compiled_id: bool = True) -> C
             raise invalid_constraint(f"constraint.json_schema must be a JSON object (or true/false), got "
                           f"{type(schema).__name__}")
         options: dict = {"extra_properties": c.json_schema_options.allow_extra_properties}
+        order = c.json_schema_options.property_order
+        if order:
+            if order not in ("schema", "any"):
+                raise invalid_constraint(f"constraint.json_schema_options.property_order must be 'schema' or 'any', "
+                                         f"not {order[:40]!r}")
+            if order == "any":  # "schema" is the default: left out, so both spellings share one cache entry
+                options["property_order"] = "any"
         if c.json_schema_options.HasField("max_recursion_depth"):
             options["max_recursion_depth"] = c.json_schema_options.max_recursion_depth
         # NOTE: the text, not the parsed value, goes on: a repeat of it is found in the compile cache by a hash of

@@ -112,3 +112,16 @@ def test_a_schema_too_deep_for_json_is_invalid_argument_not_a_crash():
         wire.constraint_from_pb(c)
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert f"at most {MAX_SCHEMA_NESTING}" in e.value.message
+
+
+def test_property_order_reaches_the_compiler_options_and_bad_values_are_refused():
+    def options(**kwargs):
+        ref = wire.constraint_from_pb(build_request("x", json_schema={"type": "object"}, **kwargs).constraint)
+        return ref.spec.options
+
+    assert "property_order" not in options()  # the default, left out so both spellings share one cache entry
+    assert "property_order" not in options(property_order="schema")
+    assert options(property_order="any")["property_order"] == "any"
+    with pytest.raises(RequestError) as e:
+        options(property_order="random")
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "property_order" in e.value.message
