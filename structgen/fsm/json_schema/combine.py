@@ -10,8 +10,9 @@ the one term (P final, N not final); `oneOf` [A, B] is (A final, B not) or (B fi
 Every frame is kept productive: a successor is offered only if some continuation makes a term hold. That is a search
 over product states (A*: a byte costs 1, the lower bound is each part's own shortest completion), memoized per state;
 the states on the shortest way out found get their exact cost too, so the walk along a witness never searches again.
-A search past MAX_SEARCH states counts as "no way out" for that successor (pruned: never an invalid value, at worst
-a valid one not offered), and raises ConstraintTooComplexError for the node's first state (nothing could be offered).
+A search past MAX_MOVE_SEARCH states counts as "no way out" for that successor (pruned: never an invalid value, at
+worst a valid one not offered); past MAX_SEARCH for the node's first state it raises ConstraintTooComplexError
+(nothing could be offered).
 
 NOTE (soundness): a part that must *not* accept (N above, the other oneOf branches, an `if` that fails) is an exact
 test only if it accepts every text the carrier may write that JSON Schema says it matches. The compiler builds such
@@ -30,7 +31,11 @@ from dataclasses import dataclass
 from ...errors import ConstraintTooComplexError
 from .nodes import NEVER, POP, Node, alt, seq
 
-MAX_SEARCH = 5_000  # product states one shortest-completion search may expand
+MAX_SEARCH = 5_000  # product states the search for a node's first way out may expand (past it: too complex)
+# NOTE: while decoding, a successor whose search passes this is pruned (never an invalid value, at worst a valid one
+# not offered). Doomed states (no term can ever hold, e.g. two oneOf branches that both match every string) spend
+# the whole limit, once per successor, so it is kept well below MAX_SEARCH.
+MAX_MOVE_SEARCH = 1_000
 SUB_MAX_STATES = 1 << 22  # a part's own state limit (the token index's table limit bounds the whole)
 _INF = math.inf
 
@@ -63,14 +68,17 @@ class Term:
 class Combine(Node):
     """One JSON value that the parts accept as the terms say (see the module docstring)."""
 
-    __slots__ = ("parts", "terms", "what", "_autos", "_exit", "_initial")
+    __slots__ = ("parts", "terms", "what", "implies", "_autos", "_exit", "_initial")
 
-    def __init__(self, parts, terms, what: str, share: "Combine | None" = None):
+    def __init__(self, parts, terms, what: str, share: "Combine | None" = None, implies: tuple = ()):
         from .matcher import SchemaAutomaton  # matcher imports nodes; nodes must not import matcher
 
         self.parts = tuple(parts)
         self.terms = tuple(terms)
         self.what = what
+        # (g, t) pairs: part g's language is within part t's (a oneOf branch's generator and its own test), so once
+        # only they are live, g's shortest completion is the exact way out
+        self.implies = tuple(implies)
         if share is not None and share.parts == self.parts:
             # NOTE: another test over the same parts (contains: hit / miss) runs the same sub-automata: their states and
             # memo tables are shared rather than built twice.
@@ -82,10 +90,10 @@ class Combine(Node):
         self._initial = tuple(None if a is None else a.initial() for a in self._autos)
 
     @classmethod
-    def build(cls, parts, terms, what: str, share: "Combine | None" = None) -> Node:
+    def build(cls, parts, terms, what: str, share: "Combine | None" = None, implies: tuple = ()) -> Node:
         """The node, or NEVER if no value satisfies the terms (ConstraintTooComplexError if the search for one runs
-        past MAX_SEARCH). share: a Combine over the same parts whose sub-automata to reuse."""
-        node = cls(parts, terms, what, share if isinstance(share, Combine) else None)
+        past MAX_SEARCH). share: a Combine over the same parts whose sub-automata to reuse; implies: see __init__."""
+        node = cls(parts, terms, what, share if isinstance(share, Combine) else None, implies)
         if not any(t.possible([a is not None for a in node._autos]) for t in node.terms):
             return NEVER
         if node._exit_cost(node._initial, strict=True) == _INF:
@@ -162,6 +170,11 @@ class Combine(Node):
             a = self._autos[alone]
             cost = self._exit[start] = a.min_bytes_to_final(start[alone])
             return cost
+        for g, t in self.implies:
+            if start[g] is not None and start[t] is not None and \
+                    all(s is None or i in (g, t) for i, s in enumerate(start)):
+                cost = self._exit[start] = self._autos[g].min_bytes_to_final(start[g])
+                return cost
         tie = itertools.count()
         # (f, -g, tie, g, state, rest): rest None = a state to expand; else a goal marker, `rest` bytes from `state`
         # on. NOTE: among equal f the deepest first: the search runs down one way out instead of widening every prefix.
@@ -183,7 +196,7 @@ class Combine(Node):
             if self._accepts(st):
                 return self._record(parent, g_best, st, g)
             expanded += 1
-            if expanded > MAX_SEARCH:
+            if expanded > (MAX_SEARCH if strict else MAX_MOVE_SEARCH):
                 if strict:
                     raise ConstraintTooComplexError(f"states searched for a value of {self.what}", MAX_SEARCH)
                 break

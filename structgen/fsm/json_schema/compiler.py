@@ -340,7 +340,9 @@ class Compiler:
         n = len(group)
         terms = [Term(final=frozenset({n + i}), not_final=frozenset(n + j for j in range(n) if j != i),
                       some=frozenset(range(n))) for i in range(n)]
-        return alt(free + [Combine.build(gens + tests, terms, f"'oneOf' at {where}")])
+        # NOTE: a branch's generator writes only values of that branch, which its test accepts: gen i implies test i
+        return alt(free + [Combine.build(gens + tests, terms, f"'oneOf' at {where}",
+                                         implies=tuple((i, n + i) for i in range(n)))])
 
     def _one_of_types(self, merged: list, where: str) -> list:
         """The branches restricted to the JSON types where fewer than two of them match every value. NOTE: a type that
@@ -567,10 +569,19 @@ class Compiler:
         in any order, arrays item by item."""
         strings = sorted({v for v in values if isinstance(v, str)})
         out = [JsonString.build(strings_dfa(strings))] if strings else []
+        # NOTE: integral numbers as one literal trie of their texts (and "-0" for 0), any zero fraction after it:
+        # a number node per value made enums of thousands of integers thousands of nodes (exponents are off here)
+        ints = {int(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and float(v).is_integer() and abs(v) < 1e15}
+        if ints:
+            texts = [str(i) for i in sorted(ints)] + (["-0"] if 0 in ints else [])
+            out.append(integer_by_value(literal(*texts), Done()))
         seen = set()
         for v in values:
             k = value_key(v)
             if isinstance(v, str) or k in seen:
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and abs(v) < 1e15:
                 continue
             seen.add(k)
             out.append(self._value(v))
