@@ -433,19 +433,26 @@ class TokenIndex:
         self._risky: dict[int, frozenset] = {}
         self._arrivals: dict[tuple, tuple] = {}
 
-    def guarded(self, state: int) -> bool:
-        """Whether reaching `state` completed an item of a unique array (its guarded configurations wait after it)."""
-        hit = self._guarded.get(state)
+    def _flag(self, memo: dict, state: int, ask) -> bool:
+        """memo[state], asking the automaton `ask(its state)` once (under the growth lock on a miss)."""
+        hit = memo.get(state)
         if hit is None:
             with self._growing():
-                hit = self._guarded_locked(state)
+                hit = self._flag_locked(memo, state, ask)
         return hit
 
-    def _guarded_locked(self, state: int) -> bool:
-        hit = self._guarded.get(state)
+    def _flag_locked(self, memo: dict, state: int, ask) -> bool:
+        hit = memo.get(state)
         if hit is None:
-            hit = self._guarded[state] = bool(self.automaton.has_guards(self._states[state]))
+            hit = memo[state] = bool(ask(self._states[state]))
         return hit
+
+    def guarded(self, state: int) -> bool:
+        """Whether reaching `state` completed an item of a unique array (its guarded configurations wait after it)."""
+        return self._flag(self._guarded, state, self.automaton.has_guards)
+
+    def _guarded_locked(self, state: int) -> bool:
+        return self._flag_locked(self._guarded, state, self.automaton.has_guards)
 
     def _guard_flags(self, states: np.ndarray) -> np.ndarray:
         """(n,) bool: `guarded` of each of (n,) int states."""
@@ -469,17 +476,10 @@ class TokenIndex:
 
     def safe(self, state: int) -> bool:
         """Whether `state` reaches a final state whatever the earlier items of its open unique arrays are."""
-        hit = self._safe.get(state)
-        if hit is None:
-            with self._growing():
-                hit = self._safe_locked(state)
-        return hit
+        return self._flag(self._safe, state, self.automaton.safe)
 
     def _safe_locked(self, state: int) -> bool:
-        hit = self._safe.get(state)
-        if hit is None:
-            hit = self._safe[state] = bool(self.automaton.safe(self._states[state]))
-        return hit
+        return self._flag_locked(self._safe, state, self.automaton.safe)
 
     def risky_tokens(self, state: int) -> frozenset:
         """The allowed tokens of `state` (EOS aside) that a run-time check may refuse: their bytes complete an item of a

@@ -241,15 +241,10 @@ class JsonNumber(Node):
     def entry(self):
         return (self, "")
 
-    def _canonical(self, text: str) -> str:
-        # NOTE: without bounds only the shape matters (which digits are leading zeros, counts), so texts of
-        # the same shape share one state.
-        if self.constrained:
-            return text
-        return self._shape(text)
-
     @staticmethod
     def _shape(text: str) -> str:
+        """What of a number text still matters once its value does not (which digits are leading zeros, counts): texts
+        of one shape share one state."""
         out, in_int, first = [], True, True
         for ch in text:
             if ch.isdigit():
@@ -269,7 +264,7 @@ class JsonNumber(Node):
 
     def _decided(self, text: str) -> bool:
         """Whether every number text that extends `text` is in range (bounds only: no multipleOf, no exponents), so the
-        exact digits no longer matter. NOTE: such texts collapse to their shape (`#` + _canonical, see moves): `119` and
+        exact digits no longer matter. NOTE: such texts collapse to their shape (`#` + _shape, see _collapse): `119` and
         `151` under `minimum: 2` become one state, which keeps Combine's product searches and the token index small."""
         if self.check is not None or self.allow_exp or (self.mult is not None and not self._residue_mode()):
             return False
@@ -281,7 +276,7 @@ class JsonNumber(Node):
             return False
         lo, lo_excl, hi, _ = self._bounds(sign == "-")
         if dot:
-            least, most = Fraction(ip + ("." + fp if fp else "")), None
+            least = Fraction(ip + ("." + fp if fp else ""))
             most = least + Fraction(1, 10 ** len(fp))  # every extension is below this
         else:
             least, most = Fraction(int(ip)), None  # more digits: unbounded above
