@@ -14,6 +14,7 @@ from .._proto import structgen_pb2 as pb
 from .admission import Admission
 from .auth import ApiKeyInterceptor
 from .config import ServerConfig
+from .generation import GenerationCore
 from .handlers import add_servicer
 from .metrics import ServerMetrics
 from .servicer import StructGenServicer
@@ -33,7 +34,8 @@ class Server:
         self.config = config
         self.admission = Admission(config.max_queue)
         self.metrics = ServerMetrics(self._load)
-        self.servicer = StructGenServicer(engine, config, self.admission, self.metrics)
+        self.core = GenerationCore(engine, config, self.admission, self.metrics)
+        self.servicer = StructGenServicer(self.core)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.port: int | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -42,7 +44,7 @@ class Server:
 
     def _load(self) -> dict:
         try:
-            return {**self.servicer.load(), "compile": self.servicer.compile_stats()}
+            return {**self.core.load(), "compile": self.core.compile_stats()}
         except Exception:  # a scrape must never fail because the engine is mid-shutdown
             return {"in_flight": len(self.admission)}
 
