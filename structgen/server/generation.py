@@ -16,6 +16,7 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -119,6 +120,15 @@ class GenerationCore:
         """The compile pool's counters and gauges (empty for an engine without one)."""
         stats = getattr(self.engine, "compile_stats", None)
         return stats() if stats is not None else {}
+
+    def model_name(self) -> str:
+        """The served model's name, as GetServerInfo, /v1/models and SGLang's model_path report it."""
+        model = str(getattr(getattr(self.engine, "config", None), "model", "default"))
+        if model == "default":
+            from ..assets import DEFAULT_MODEL_NAME
+
+            return DEFAULT_MODEL_NAME
+        return Path(model).name or model
 
     def max_tokens_limit(self) -> int:
         """The largest max_tokens a request may ask for here (the server's limit, within the context)."""

@@ -16,6 +16,7 @@ from .auth import ApiKeyInterceptor
 from .config import ServerConfig
 from .generation import GenerationCore
 from .handlers import add_servicer
+from .http import HttpServer, build_app
 from .metrics import ServerMetrics
 from .servicer import StructGenServicer
 
@@ -38,6 +39,8 @@ class Server:
         self.servicer = StructGenServicer(self.core)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.port: int | None = None
+        self.http: HttpServer | None = None
+        self.http_port: int | None = None
         self._grpc: grpc.aio.Server | None = None
         self._stopping: asyncio.Task | None = None
         self._closed = asyncio.Event()
@@ -72,13 +75,26 @@ class Server:
             raise OSError(f"could not bind {cfg.address}: {e}") from None
         if self.port == 0:
             raise OSError(f"could not bind {cfg.address}")
+        if cfg.http_port is not None:
+            self.http = HttpServer(build_app(self.core, model_name=self.core.model_name(), model_info=self._model_info(),
+                                             is_serving=lambda: not self.admission.draining),
+                                   cfg.host, cfg.http_port)
+            self.http_port = self.http.bind()
         # NOTE: bind before starting the engine, so a taken port fails fast without loading anything more.
         await self.engine.start()
         await self._grpc.start()
+        if self.http is not None:
+            await self.http.start()
         if cfg.metrics_port is not None:
             self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
         await self._set_serving(True)
         return self.port
+
+    def _model_info(self) -> dict:
+        mc = getattr(getattr(self.engine, "engine", None), "model", None)
+        cfg = getattr(mc, "config", None)
+        return {"model_type": getattr(cfg, "model_type", None) or "llama",
+                "architectures": list(getattr(cfg, "architectures", None) or ["LlamaForCausalLM"])}
 
     async def _set_serving(self, serving: bool):
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -116,6 +132,8 @@ class Server:
                 await self.engine.abort(ticket.engine_id)
             await self.admission.wait_empty(5.0)
         await self._grpc.stop(grace=1.0)
+        if self.http is not None:
+            await self.http.stop()
         await self.engine.shutdown()
         self.metrics.close()
         self._closed.set()

@@ -7,7 +7,6 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 
@@ -111,13 +110,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         engine = self.engine
         load = self.core.load()
         cfg = getattr(engine, "config", None)
-        model = str(getattr(cfg, "model", "default"))
-        if model == "default":
-            from ..assets import DEFAULT_MODEL_NAME
-
-            model = DEFAULT_MODEL_NAME
-        else:
-            model = Path(model).name or model
+        model = self.core.model_name()
         max_model_len = int(engine.max_model_len)
         return pb.ServerInfo(
             model=model, tokenizer_fingerprint=engine.tokenizer.fingerprint,

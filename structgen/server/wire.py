@@ -21,6 +21,8 @@ CHAT_ROLES = ("system", "user", "assistant")
 class RequestError(Exception):
     """A request the server refuses: becomes the gRPC status `code` with `message` (and trailing metadata)."""
 
+    param: str | None = None  # the request field at fault, where an API reports it (OpenAI's error.param)
+
     def __init__(self, code: grpc.StatusCode, message: str, metadata: tuple[tuple[str, str], ...] = ()):
         super().__init__(message)
         self.code = code
@@ -150,23 +152,11 @@ def sampling_from_pb(req: pb.GenerateRequest, *, prompt_len: int, max_model_len:
     """
     from ..engine.requests import SamplingParams
 
-    if prompt_len >= max_model_len:
-        raise invalid(f"the prompt is {prompt_len} tokens but the model's context holds {max_model_len} "
-                      f"(prompt + output); shorten the prompt")
-    limit = min(max_tokens_limit, max_model_len - 1)
-    if req.HasField("max_tokens"):
-        max_tokens = req.max_tokens
-        if max_tokens == 0:
-            raise invalid("max_tokens must be at least 1 (leave it unset for the server's default)")
-        if max_tokens > limit:
-            raise invalid(f"max_tokens is {max_tokens}; this server allows at most {limit}")
-        if prompt_len + max_tokens > max_model_len:
-            raise invalid(f"the prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) exceeds the model's "
-                          f"context of {max_model_len} tokens; set max_tokens <= {max_model_len - prompt_len} "
-                          f"or shorten the prompt")
-    else:
-        # An unset max_tokens never fails on length: it shrinks to what the context has left.
-        max_tokens = min(default_max_tokens, limit, max_model_len - prompt_len)
+    from .limits import resolve_max_tokens
+
+    max_tokens = resolve_max_tokens(req.max_tokens if req.HasField("max_tokens") else None, prompt_len=prompt_len,
+                                    max_model_len=max_model_len, default_max_tokens=default_max_tokens,
+                                    max_tokens_limit=max_tokens_limit)
     s = req.sampling
     if not math.isfinite(s.temperature) or s.temperature < 0:
         raise invalid(f"sampling.temperature must be >= 0, got {s.temperature}")

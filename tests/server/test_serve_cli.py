@@ -18,7 +18,7 @@ ENGINE = dict(model="/models/m", device="cpu", dtype="bfloat16", kv_cache_bytes=
               compile_isolation="thread", compile_queue=5, compile_per_client=2,
               enable_prefix_cache=False, overlap_mask_fill=True, forced_runs=False, speculation="draft_model",
               num_speculative_tokens=6, draft_model="/models/small", seed=7, num_threads=2)
-SERVER = dict(host="0.0.0.0", port=0, max_queue=9, default_max_tokens=100, max_tokens_limit=200,
+SERVER = dict(host="0.0.0.0", port=0, http_port=8123, max_queue=9, default_max_tokens=100, max_tokens_limit=200,
               max_request_bytes=1000, max_response_bytes=2000, api_keys=frozenset({"k1", "k2"}), metrics_port=9100,
               metrics_host="0.0.0.0", drain_timeout_s=2.5, log_prompts=True, compiled_registry_size=10)
 
@@ -74,7 +74,13 @@ def test_parsing_round_trips_into_the_configs(parser, tmp_path):
 def test_no_flags_give_the_dataclass_defaults(parser, monkeypatch):
     args = parser.parse_args([])
     assert cli.engine_config(args) == EngineConfig()
-    assert cli.server_config(args) == ServerConfig()
+    # The one deliberate difference: `structgen serve` serves HTTP on 8000 unless told otherwise, while a program
+    # that builds a ServerConfig gets no HTTP port it did not ask for.
+    assert cli.server_config(args) == ServerConfig(http_port=8000)
+    assert ServerConfig().http_port is None
+    assert cli.server_config(parser.parse_args(["--http-port", "0"])).http_port is None
+    with pytest.raises(ValueError, match="http-port"):
+        cli.server_config(parser.parse_args(["--http-port", "eighty"]))
     monkeypatch.setenv("STRUCTGEN_API_KEYS", "envkey")      # keys from the environment count without the flag
     assert cli.server_config(args).api_keys == frozenset({"envkey"})
 

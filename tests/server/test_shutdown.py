@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start_server(*args) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "structgen.cli", "serve", "--port", "0", *args],
+        [sys.executable, "-m", "structgen.cli", "serve", "--port", "0", "--http-port", "0", *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     port, lines = None, []
