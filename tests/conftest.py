@@ -23,7 +23,7 @@ def real_server():
 
     # 256 MiB of KV (~5.8k tokens of SmolLM2-135M) is plenty for tests and keeps the process small.
     engine = AsyncEngine.from_config(EngineConfig(model="default", max_num_seqs=32, kv_cache_bytes=256 << 20))
-    config = ServerConfig(port=0, max_queue=REAL_SERVER_MAX_QUEUE, api_keys=frozenset({REAL_SERVER_KEY}),
+    config = ServerConfig(port=0, http_port=0, max_queue=REAL_SERVER_MAX_QUEUE, api_keys=frozenset({REAL_SERVER_KEY}),
                           metrics_port=0, drain_timeout_s=5.0)
     server = BackgroundServer(engine, config).start()
     yield server
@@ -36,6 +36,12 @@ def client(real_server):
 
     with Client(real_server.target, api_key=REAL_SERVER_KEY, timeout=300) as c:
         yield c
+
+
+@pytest.fixture
+def http_url(real_server) -> str:
+    """The base URL of the real server's HTTP API (OpenAI /v1, SGLang /generate): same engine as gRPC."""
+    return real_server.http_url
 
 
 @pytest.fixture

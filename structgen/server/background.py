@@ -51,6 +51,14 @@ class BackgroundServer:
         host = self.server.config.host
         return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{self.port}"
 
+    @property
+    def http_url(self) -> str | None:
+        """The HTTP API's base URL (None when the server serves no HTTP)."""
+        if self.server.http_port is None:
+            return None
+        host = self.server.config.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{self.server.http_port}"
+
     def call(self, coro, timeout: float = 60):
         """Run a coroutine on the server's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

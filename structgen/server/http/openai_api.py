@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 import uuid
 from types import SimpleNamespace
@@ -45,14 +46,27 @@ def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> di
             "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
+# JSON has no -inf: a token with probability 0 (masked out by the constraint) is shown as OpenAI shows it.
+ZERO_PROBABILITY_LOGPROB = -9999.0
+
+
+def finite(logprob: float) -> float:
+    return logprob if math.isfinite(logprob) else ZERO_PROBABILITY_LOGPROB
+
+
+def possible(top) -> list:
+    """The top alternatives that have a probability (the constraint's masked tokens are no alternative)."""
+    return [(t, x, v) for t, x, v in top if math.isfinite(v)]
+
+
 def _chat_logprobs(logprobs) -> dict | None:
     if logprobs is None:
         return None
 
     def entry(text, lp):
-        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8", "replace"))}
+        return {"token": text, "logprob": finite(lp), "bytes": list(text.encode("utf-8", "replace"))}
 
-    return {"content": [{**entry(lp.text, lp.logprob), "top_logprobs": [entry(x, v) for _, x, v in lp.top]}
+    return {"content": [{**entry(lp.text, lp.logprob), "top_logprobs": [entry(x, v) for _, x, v in possible(lp.top)]}
                         for lp in logprobs]}
 
 
@@ -63,8 +77,8 @@ def _legacy_logprobs(logprobs, offset0: int = 0) -> dict | None:
     for lp in logprobs:
         offsets.append(pos)
         pos += len(lp.text)
-    return {"tokens": [lp.text for lp in logprobs], "token_logprobs": [lp.logprob for lp in logprobs],
-            "top_logprobs": [{x: v for _, x, v in lp.top} for lp in logprobs], "text_offset": offsets}
+    return {"tokens": [lp.text for lp in logprobs], "token_logprobs": [finite(lp.logprob) for lp in logprobs],
+            "top_logprobs": [{x: v for _, x, v in possible(lp.top)} for lp in logprobs], "text_offset": offsets}
 
 
 @dataclasses.dataclass

@@ -25,6 +25,7 @@ from .body import Body
 from .calls import Call, authorize, read_json, unless_disconnected
 from .constraints import one_constraint, sglang_constraints
 from .errors import sglang_error
+from .openai_api import finite, possible
 from .sampling import sglang_sampling
 
 MAX_BATCH = 64
@@ -52,8 +53,8 @@ def _triples(logprobs, with_text: bool) -> tuple[list, list]:
             values.append([None, None, None])
             tops.append(None)
             continue
-        values.append([lp.logprob, lp.token_id, lp.text if with_text else None])
-        tops.append([[v, t, x if with_text else None] for t, x, v in lp.top] or None)
+        values.append([finite(lp.logprob), lp.token_id, lp.text if with_text else None])
+        tops.append([[v, t, x if with_text else None] for t, x, v in possible(lp.top)] or None)
     return values, tops
 
 
