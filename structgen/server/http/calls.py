@@ -12,7 +12,9 @@ import math
 import time
 import uuid
 
+import anyio
 import grpc
+from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
 from ...engine.requests import GenerateRequest
@@ -161,3 +163,53 @@ async def unless_disconnected(request: Request, work):
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+# Seconds between SSE keep-alive comments on a quiet stream (a long compile): proxies drop idle connections.
+SSE_PING_S = 15
+
+
+def event_stream(call: Call, produce, error_event):
+    """Server-sent events `data: ...` from `produce(send)` (a coroutine that awaits `send(text)` per event), then
+    `data: [DONE]`. An error after the headers went out is the last event before [DONE] (`error_event(e)` renders
+    it). The call ends (ticket released, metrics, log) whatever ends the stream: done, failed, or the client gone.
+    """
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def send(text: str):
+        await queue.put(text)
+
+    async def work():
+        try:
+            await produce(send)
+        finally:
+            await queue.put(done)
+
+    async def events():
+        worker = asyncio.ensure_future(work())  # its own task: a client going away cancels it below, not mid-write
+        error: BaseException | None = None
+        try:
+            while (item := await queue.get()) is not done:
+                yield {"data": item}
+            await worker  # raises the call's error, if any
+            yield {"data": "[DONE]"}
+        except asyncio.CancelledError as e:
+            error = e
+            raise
+        except Exception as e:  # noqa: BLE001 - reported to the client, then logged with the call
+            error = e
+            if not isinstance(e, RequestError):
+                e = RequestError(grpc.StatusCode.INTERNAL, f"internal error: {e!r}")
+            yield {"data": json.dumps(error_event(e))}
+            yield {"data": "[DONE]"}
+        finally:
+            # NOTE: shielded: sse-starlette cancels through an anyio scope, which would cancel every await here
+            # again; the worker's abort frees the KV and the exit releases the admission ticket.
+            with anyio.CancelScope(shield=True):
+                if not worker.done():
+                    worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+                await call.__aexit__(type(error) if error else None, error, None)
+
+    return EventSourceResponse(events(), sep="\n", ping=SSE_PING_S)

@@ -16,25 +16,19 @@ import time
 import uuid
 from types import SimpleNamespace
 
-import grpc
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
 from ...engine.outputs import Usage
 from ...engine.requests import ConstraintSpec
 from ..generation import CallRecord
-from ..wire import RequestError, invalid
+from ..wire import invalid
 from .body import Body
-from .calls import Call, authorize, client_of, read_json, unless_disconnected
+from .calls import Call, authorize, client_of, event_stream, read_json, unless_disconnected
 from .chat import template_messages
 from .constraints import openai_constraint
 from .sampling import openai_sampling
 from .errors import openai_error
 from .tools import Phase, ToolCallPlan, ToolChoice, parse_tool_choice, parse_tools, with_tools_rendered
-
-# Seconds between SSE keep-alive comments on a quiet stream (a long compile): proxies drop idle connections.
-SSE_PING_S = 15
-
 
 def finish_reason(engine_reason: str | None) -> str | None:
     return {"budget": "stop"}.get(engine_reason, engine_reason)
@@ -237,73 +231,41 @@ class OpenAIApi:
         return e
 
     def _stream(self, call: Call, kind: str, reqs: list, sampling, include_usage: bool, requested):
-        envelope = self._envelope(kind + ".chunk" if kind.startswith("chat") else kind)
         chat = kind.startswith("chat")
-        queue: asyncio.Queue = asyncio.Queue()
-        DONE = object()
+        envelope = self._envelope(kind + ".chunk" if chat else kind)
 
-        async def on_output(index, out):
-            await queue.put((index, out))
+        def chunk(choices, usage=None) -> str:
+            return json.dumps({**envelope, "choices": choices, "usage": usage}, ensure_ascii=False)
 
-        async def produce():
-            try:
-                await call.run(reqs, on_output)
-            finally:
-                await queue.put(DONE)
+        async def produce(send):
+            if chat:
+                await send(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                   "finish_reason": None} for i in range(len(reqs))]))
+            usage = {}
 
-        def chunk(choices, usage=None):
-            return {"data": json.dumps({**envelope, "choices": choices, "usage": usage}, ensure_ascii=False)}
-
-        async def events():
-            worker = asyncio.ensure_future(produce())
-            error = None
-            try:
+            async def on_output(index, out):
+                lp = list(out.logprobs or ()) if sampling.logprobs else None
+                if not out.text and not out.finished and not lp:
+                    return
+                reason = finish_reason(out.finish_reason) if out.finished and out.finish_reason in (
+                    "stop", "length", "budget") else None
                 if chat:
-                    yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                  "finish_reason": None} for i in range(len(reqs))])
-                usage = {}
-                while True:
-                    item = await queue.get()
-                    if item is DONE:
-                        break
-                    index, out = item
-                    lp = list(out.logprobs or ()) if sampling.logprobs else None
-                    if not out.text and not out.finished and not lp:
-                        continue
-                    reason = finish_reason(out.finish_reason) if out.finished and out.finish_reason in (
-                        "stop", "length", "budget") else None
-                    if chat:
-                        delta = {"content": out.text} if out.text else {}
-                        ch = {"index": index, "delta": delta, "logprobs": _chat_logprobs(lp), "finish_reason": reason}
-                    else:
-                        ch = {"index": index, "text": out.text, "logprobs": _legacy_logprobs(lp),
-                              "finish_reason": reason}
-                    if out.finished:
-                        ch["stop_reason"] = getattr(out, "stop_string", None)
-                        usage[index] = out.usage
-                    yield chunk([ch])
-                await worker  # raises the call's error, if any
-                if include_usage and usage:
-                    u = usage[0]
-                    yield chunk([], _usage(u.prompt_tokens, sum(x.completion_tokens for x in usage.values()),
-                                           u.cached_tokens))
-                yield {"data": "[DONE]"}
-            except asyncio.CancelledError as e:
-                error = e
-                raise
-            except Exception as e:  # after the headers went out: the error is the last event, then [DONE]
-                error = e
-                err = e if isinstance(e, RequestError) else RequestError(grpc.StatusCode.INTERNAL,
-                                                                          f"internal error: {e!r}")
-                yield {"data": json.dumps(openai_error(err, requested.field if requested else None))}
-                yield {"data": "[DONE]"}
-            finally:
-                if not worker.done():
-                    worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
-                await call.__aexit__(type(error) if error else None, error, None)
+                    ch = {"index": index, "delta": {"content": out.text} if out.text else {},
+                          "logprobs": _chat_logprobs(lp), "finish_reason": reason}
+                else:
+                    ch = {"index": index, "text": out.text, "logprobs": _legacy_logprobs(lp), "finish_reason": reason}
+                if out.finished:
+                    ch["stop_reason"] = getattr(out, "stop_string", None)
+                    usage[index] = out.usage
+                await send(chunk([ch]))
 
-        return EventSourceResponse(events(), sep="\n", ping=SSE_PING_S)
+            await call.run(reqs, on_output)
+            if include_usage and usage:
+                u = usage[0]
+                await send(chunk([], _usage(u.prompt_tokens, sum(x.completion_tokens for x in usage.values()),
+                                            u.cached_tokens)))
+
+        return event_stream(call, produce, lambda e: openai_error(e, requested.field if requested else None))
 
     # ---- tools -----------------------------------------------------------------------------------------
 
@@ -385,59 +347,28 @@ class OpenAIApi:
 
     def _stream_tools(self, call: Call, plan: ToolCallPlan, run_phase, record, include_usage: bool):
         envelope = self._envelope("chat.completion.chunk")
-        queue: asyncio.Queue = asyncio.Queue()
-        DONE = object()
 
-        def chunk(delta, reason=None):
-            return {"data": json.dumps({**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                                  "finish_reason": reason}], "usage": None},
-                                       ensure_ascii=False)}
+        def chunk(delta, reason=None) -> str:
+            return json.dumps({**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                         "finish_reason": reason}], "usage": None},
+                              ensure_ascii=False)
 
-        async def emit(event, **data):
-            if event == "content":
-                await queue.put(chunk({"content": data["text"]}))
-            elif event == "call":
-                await queue.put(chunk({"tool_calls": [{"index": data["index"], "id": data["id"], "type": "function",
-                                                       "function": {"name": data["name"], "arguments": ""}}]}))
-            else:
-                await queue.put(chunk({"tool_calls": [{"index": data["index"],
-                                                       "function": {"arguments": data["text"]}}]}))
+        async def produce(send):
+            async def emit(event, **data):
+                if event == "content":
+                    await send(chunk({"content": data["text"]}))
+                elif event == "call":
+                    await send(chunk({"tool_calls": [{"index": data["index"], "id": data["id"], "type": "function",
+                                                      "function": {"name": data["name"], "arguments": ""}}]}))
+                else:
+                    await send(chunk({"tool_calls": [{"index": data["index"],
+                                                      "function": {"arguments": data["text"]}}]}))
 
-        result = {}
+            await send(chunk({"role": "assistant", "content": None}))
+            answer = await plan.run(run_phase, emit)
+            u = record(answer.finish_reason)
+            await send(chunk({}, finish_reason(answer.finish_reason)))
+            if include_usage:
+                await send(json.dumps({**envelope, "choices": [], "usage": u}))
 
-        async def produce():
-            try:
-                result["answer"] = await plan.run(run_phase, emit)
-            finally:
-                await queue.put(DONE)
-
-        async def events():
-            worker = asyncio.ensure_future(produce())
-            error = None
-            try:
-                yield chunk({"role": "assistant", "content": None})
-                while (item := await queue.get()) is not DONE:
-                    yield item
-                await worker
-                answer = result["answer"]
-                u = record(answer.finish_reason)
-                yield chunk({}, finish_reason(answer.finish_reason))
-                if include_usage:
-                    yield {"data": json.dumps({**envelope, "choices": [], "usage": u})}
-                yield {"data": "[DONE]"}
-            except asyncio.CancelledError as e:
-                error = e
-                raise
-            except Exception as e:
-                error = e
-                err = e if isinstance(e, RequestError) else RequestError(grpc.StatusCode.INTERNAL,
-                                                                          f"internal error: {e!r}")
-                yield {"data": json.dumps(openai_error(err))}
-                yield {"data": "[DONE]"}
-            finally:
-                if not worker.done():
-                    worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
-                await call.__aexit__(type(error) if error else None, error, None)
-
-        return EventSourceResponse(events(), sep="\n", ping=SSE_PING_S)
+        return event_stream(call, produce, openai_error)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import grpc
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,14 +20,13 @@ from ... import __version__
 from ...engine.requests import GenerateRequest, SamplingParams
 from ..wire import RequestError, invalid
 from .body import Body
-from .calls import Call, authorize, read_json, unless_disconnected
+from .calls import Call, authorize, event_stream, read_json, unless_disconnected
 from .constraints import one_constraint, sglang_constraints
 from .errors import sglang_error
 from .openai_api import finite, possible
 from .sampling import sglang_sampling
 
 MAX_BATCH = 64
-SSE_PING_S = 15
 
 
 def _finish(final, prefill_only: bool) -> dict:
@@ -259,53 +256,27 @@ class SGLangApi:
             if isinstance(e, RequestError):
                 e.constraint_field = item.requested.field if item.requested else None
             raise
-        queue: asyncio.Queue = asyncio.Queue()
-        DONE = object()
-
-        async def on_output(index, out):
-            await queue.put(out)
-
-        async def produce():
-            try:
-                await call.run(reqs, on_output)
-            finally:
-                await queue.put(DONE)
-
-        async def events():
-            worker = asyncio.ensure_future(produce())
-            error = None
+        async def produce(send):
             text, ids, lps, prompt = [], [], [], None
-            try:
-                while (out := await queue.get()) is not DONE:
-                    text.append(out.text)
-                    ids.extend(out.token_ids)
-                    lps.extend(out.logprobs or ())
-                    if getattr(out, "prompt_logprobs", None) is not None:
-                        prompt = out.prompt_logprobs
-                    if out.finished or out.text:
-                        final = out if out.finished else _Partial(out)
-                        result = self._result(call, item, "".join(text), list(ids), lps, prompt, final, with_text)
-                        if not out.finished:
-                            result["meta_info"]["finish_reason"] = None
-                        yield {"data": json.dumps(result, ensure_ascii=False)}
-                await worker
-                yield {"data": "[DONE]"}
-            except asyncio.CancelledError as e:
-                error = e
-                raise
-            except Exception as e:
-                error = e
-                err = e if isinstance(e, RequestError) else RequestError(
-                    grpc.StatusCode.INTERNAL, f"internal error: {e!r}")
-                yield {"data": json.dumps(sglang_error(err))}
-                yield {"data": "[DONE]"}
-            finally:
-                if not worker.done():
-                    worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
-                await call.__aexit__(type(error) if error else None, error, None)
 
-        return EventSourceResponse(events(), sep="\n", ping=SSE_PING_S)
+            async def on_output(index, out):
+                nonlocal prompt
+                text.append(out.text)
+                ids.extend(out.token_ids)
+                lps.extend(out.logprobs or ())
+                if getattr(out, "prompt_logprobs", None) is not None:
+                    prompt = out.prompt_logprobs
+                if out.finished or out.text:
+                    final = out if out.finished else _Partial(out)
+                    result = self._result(call, item, "".join(text), list(ids), lps, prompt, final, with_text)
+                    if not out.finished:
+                        result["meta_info"]["finish_reason"] = None
+                    await send(json.dumps(result, ensure_ascii=False))
+
+            await call.run(reqs, on_output)
+
+        field = item.requested.field if item.requested else None
+        return event_stream(call, produce, lambda e: sglang_error(e, field))
 
 
 class _Partial:
