@@ -25,6 +25,7 @@ class IncrementalDetokenizer:
         self._stop = tuple(stop)
         self._hold = max((len(s) for s in self._stop), default=1) - 1
         self.stopped = False            # a stop string matched; text ends before it
+        self.stop_string: str | None = None  # the one that matched (the earliest; at a tie, the first in `stop`)
         self._accept = accept
         self._search_from = 0           # matches starting before this were refused by `accept`
 
@@ -45,13 +46,14 @@ class IncrementalDetokenizer:
             start = max(0, len(self.text) - self._hold, self._search_from)
             self.text += new
             while True:
-                hits = [i for i in (self.text.find(s, start) for s in self._stop) if i >= 0]
+                hits = [(i, s) for s in self._stop if (i := self.text.find(s, start)) >= 0]
                 if not hits:
                     break
-                first = min(hits)
+                first, matched = min(hits, key=lambda h: h[0])   # min keeps the first of equal positions
                 if self._accept is None or self._accept(self.text[:first]):
                     self.text = self.text[:first]
                     self.stopped = True
+                    self.stop_string = matched
                     break
                 start = self._search_from = first + 1
         else:

@@ -321,6 +321,8 @@ class LLMEngine:
                     o.text = prev.text + o.text
                     if prev.logprobs is not None or o.logprobs is not None:
                         o.logprobs = (prev.logprobs or []) + (o.logprobs or [])
+                    if o.prompt_logprobs is None:
+                        o.prompt_logprobs = prev.prompt_logprobs     # only the first output carries them
                 acc[o.request_id] = o
         return acc
 

@@ -86,7 +86,9 @@ def stop_allowed(seq: Sequence, text: str, tokenizer) -> bool:
 def build_output(seq: Sequence, tokens: list[int], finished: bool) -> GenerateOutput:
     """One delta of `seq`: `tokens` and the text they complete, usage and timings as of now."""
     now = time.perf_counter()
-    text = seq.detokenizer.delta(final=finished) if seq.detokenizer is not None else ""
+    detok = seq.detokenizer
+    text = detok.delta(final=finished) if detok is not None else ""
+    tokenizer = getattr(detok, "tokenizer", None)
     return GenerateOutput(
         request_id=seq.request_id, token_ids=list(tokens), text=text, finished=finished,
         finish_reason=seq.finish_reason if finished else None, error=seq.error if finished else None,
@@ -98,4 +100,6 @@ def build_output(seq: Sequence, tokens: list[int], finished: bool) -> GenerateOu
             ttft_s=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
             total_s=now - seq.arrival_time),
         # the delta's tokens' logprobs, recorded by the runner (None unless SamplingParams.logprobs)
-        logprobs=sampling_state.take(seq, tokens, getattr(seq.detokenizer, "tokenizer", None)))
+        logprobs=sampling_state.take(seq, tokens, tokenizer),
+        prompt_logprobs=sampling_state.take_prompt(seq, tokenizer),     # the first output with a token only
+        stop_string=getattr(detok, "stop_string", None) if finished else None)

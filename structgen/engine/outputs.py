@@ -30,7 +30,8 @@ class Timings:
 class TokenLogprob:
     """One output token with its log-probability under the distribution it was drawn from: the model's logits
     after logit_bias, penalties, DRY, the constraint mask and temperature (greedy: temperature 1), before
-    min_p/top-k/top-p. `top`: the most likely (token id, text, logprob) of that distribution, best first."""
+    min_p/top-k/top-p. `top`: the most likely (token id, text, logprob) of that distribution, best first.
+    (A prompt token's, GenerateOutput.prompt_logprobs, is under the model's raw logits instead.)"""
 
     token_id: int
     text: str
@@ -51,6 +52,14 @@ class GenerateOutput:
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     logprobs: list[TokenLogprob] | None = None   # one per token_ids entry when SamplingParams.logprobs, else None
+    # GenerateRequest.prompt_logprobs_from = p: on the request's first output with a token, one entry per prompt
+    # position p .. len(prompt) - 1: prompt token i under log_softmax of the model's raw logits after tokens < i
+    # (no logit processing, no constraint mask); `top` has SamplingParams.top_logprobs entries when
+    # SamplingParams.logprobs, else none. Position 0 has no logprob: its entry is None. None on every other output.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    # On the final output: the stop string (one of SamplingParams.stop) that ended the text; None when EOS, the
+    # constraint, the budget or the length ended it.
+    stop_string: str | None = None
 
 
 @dataclass

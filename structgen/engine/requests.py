@@ -141,6 +141,10 @@ class GenerateRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     constraint: Any = None
     speculation: bool | None = None     # None = the engine's setting
+    # Prompt log-probabilities (SGLang's logprob_start_len): None = off; p = return, on the first output, the
+    # logprob of every prompt token from position p on (GenerateOutput.prompt_logprobs). Positions from p on are
+    # computed even when the prefix cache holds them.
+    prompt_logprobs_from: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.request_id, str) or not self.request_id:
@@ -153,3 +157,9 @@ class GenerateRequest:
                 and not hasattr(self.constraint, "cursor"):
             raise TypeError(f"request {self.request_id}: constraint must be a ConstraintSpec, a compiled "
                             f"constraint or None, got {type(self.constraint).__name__}")
+        p = self.prompt_logprobs_from
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int)
+                              or not 0 <= p < len(self.prompt_token_ids)):
+            raise ValueError(f"request {self.request_id}: prompt_logprobs_from must be None or a prompt position in "
+                             f"[0, {len(self.prompt_token_ids)}) (the prompt has {len(self.prompt_token_ids)} "
+                             f"tokens), got {p!r}")

@@ -5,6 +5,9 @@ it in one kernel, samples, records logprobs, and returns token ids.
 Rows: a scheduled sequence wants `num_logits` logits rows (its last positions): 1 for a decode or the last chunk
 of a prefill, 1 + k when k draft tokens are verified (issue 6), 0 for a middle prefill chunk. Each row gets its
 own mask row: for drafts the cursor walks along the draft while filling (Cursor.fill_along) and ends where it began.
+
+Prompt logprob rows (`num_prompt_logits`, just before a sequence's sampled rows) come out of the same forward; they
+are turned into prompt logprobs first (raw log_softmax) and dropped, so everything after sees the sampled rows only.
 """
 
 from __future__ import annotations
@@ -110,14 +113,17 @@ class ModelRunner:
              + sc.seq.draft_tokens[:sc.num_drafts] for sc in scheduled],
             [sc.context_len for sc in scheduled],
             [sc.seq.block_table for sc in scheduled],
-            self.kv.block_size, self.device, num_logits=[sc.num_logits for sc in scheduled])
-        num_rows = batch.logits_indices.shape[0]
+            self.kv.block_size, self.device, num_logits=[sc.num_prompt_logits + sc.num_logits for sc in scheduled])
+        num_rows = sum(sc.num_logits for sc in scheduled)               # the sampled rows
         if num_rows > self.max_rows:
             raise ValueError(f"{num_rows} logits rows exceed the runner's {self.max_rows}")
+        has_prompt_rows = any(sc.num_prompt_logits for sc in scheduled)
 
         t0 = time.perf_counter()
         fill = self._pool.submit(self._fill_masks, scheduled) if self._pool is not None else None
-        logits = self.model(batch, self.kv)  # (N, V) float32
+        logits = self.model(batch, self.kv)  # (N + prompt rows, V) float32
+        if has_prompt_rows:
+            logits = self._take_prompt_logprobs(logits, scheduled)     # (N, V)
         t1 = time.perf_counter()
         if fill is not None:
             _, constrained, failed = fill.result()
@@ -297,6 +303,38 @@ class ModelRunner:
         for i, (seq, pos, want) in enumerate(meta):
             top = tuple(zip(top_ids[i][:want], top_lp[i][:want])) if want else ()
             sampling_state.record(seq, pos, tokens[rows[i]], chosen_lp[i], top)
+
+    def _take_prompt_logprobs(self, logits: torch.Tensor, scheduled: list[ScheduledSequence]) -> torch.Tensor:
+        """Record the prompt logprobs of the prompt rows and return the sampled rows only.
+
+        logits: (N + P, V) float32 raw, each sequence's num_prompt_logits rows followed by its num_logits rows.
+        The row at position j gives prompt token j + 1 its logprob: log_softmax of the raw row (no processing, no
+        mask), with the sampling.top_logprobs best tokens when sampling.logprobs (sampling_state.record_prompt).
+        Returns (N, V): the rows the rest of the step processes, masks and samples."""
+        prompt_rows, keep, meta = [], [], []
+        r = 0
+        for sc in scheduled:
+            k = sc.num_prompt_logits
+            if k:
+                prompt_rows.extend(range(r, r + k))
+                meta.append((sc, sc.first_prompt_logits_position, k))
+            keep.extend(range(r + k, r + k + sc.num_logits))
+            r += k + sc.num_logits
+        dev = logits.device
+        lp = torch.log_softmax(logits[torch.tensor(prompt_rows, dtype=torch.int64, device=dev)], dim=-1)  # (P, V)
+        targets = [t for sc, first, k in meta for t in sc.seq.token_ids[first + 1:first + 1 + k]]
+        chosen = lp.gather(1, torch.tensor(targets, dtype=torch.int64, device=dev)[:, None]).squeeze(1).tolist()
+        top_k = max((sc.seq.sampling.top_logprobs for sc, _, _ in meta if sc.seq.sampling.logprobs), default=0)
+        top_lp, top_ids = (t.tolist() for t in lp.topk(top_k, dim=-1)) if top_k else ((), ())  # (P, k) each
+        i = 0
+        for sc, first, k in meta:
+            sp = sc.seq.sampling
+            want = sp.top_logprobs if sp.logprobs else 0
+            for j in range(k):
+                top = tuple(zip(top_ids[i][:want], top_lp[i][:want])) if want else ()
+                sampling_state.record_prompt(sc.seq, first + 1 + j, targets[i], chosen[i], top)
+                i += 1
+        return logits.index_select(0, torch.tensor(keep, dtype=torch.int64, device=dev))
 
     def close(self) -> None:
         if self._pool is not None:

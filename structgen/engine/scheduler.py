@@ -7,6 +7,12 @@ sequence needs a block and none can be freed by evicting the prefix cache, the n
 preempted: its blocks are let go (full pages stay in the prefix cache) and it is recomputed later.
 
 Sequences whose constraint is still compiling stay in the queue without holding up the ones behind them.
+
+Prompt logprobs (GenerateRequest.prompt_logprobs_from = p): prompt token i's logprob comes from the logits at
+position i - 1, so until its first output token such a sequence wants a logits row at every prompt position from
+q = max(p, 1) - 1 on. Those rows are the last positions of each prefill chunk (like every other logits row), the
+prefix-cache match stops at q (cached positions produce no logits), and at most `max_prompt_logprob_rows` of them
+go through one step (a chunk that would hold more is cut: the prompt is prefilled in more, shorter chunks).
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ class ScheduledSequence:
     num_new_tokens: int                 # tokens in this step's forward: committed chunk + drafts
     num_drafts: int = 0                 # the last num_drafts of them are draft tokens (issue 6)
     num_logits: int = 0                 # logits rows wanted (the last positions); 0 = mid-prefill chunk
+    # Logits rows wanted just before those, for prompt logprobs only (never sampled): the prompt positions
+    # first_prompt_logits_position .. + num_prompt_logits - 1, each giving the logprob of the prompt token after it.
+    num_prompt_logits: int = 0
+
+    @property
+    def first_prompt_logits_position(self) -> int:
+        return self.context_len + self.num_new_tokens - self.num_logits - self.num_prompt_logits
 
     @property
     def num_committed_new(self) -> int:
@@ -51,9 +64,19 @@ class SchedulerOutput:
         return not self.scheduled
 
 
+# Prompt-logprob logits rows per step: each is a (vocab,) float32 row (192 KiB for a 49k vocabulary, 512 KiB for
+# 128k), and log_softmax makes a second copy, so 256 rows cost at most ~256 MiB.
+MAX_PROMPT_LOGPROB_ROWS = 256
+
+
 class Scheduler:
     def __init__(self, block_manager: BlockManager, radix_cache: RadixCache | None, *, max_num_seqs: int,
-                 max_num_batched_tokens: int, max_model_len: int):
+                 max_num_batched_tokens: int, max_model_len: int,
+                 max_prompt_logprob_rows: int = MAX_PROMPT_LOGPROB_ROWS):
+        if max_prompt_logprob_rows < 1:
+            raise ValueError(f"max_prompt_logprob_rows must be >= 1, got {max_prompt_logprob_rows}")
+        self.max_prompt_logprob_rows = max_prompt_logprob_rows
+        self._rows_left = max_prompt_logprob_rows   # prompt logprob rows still free in the step being scheduled
         self.bm = block_manager
         self.cache = radix_cache
         self.page = block_manager.block_size
@@ -100,13 +123,17 @@ class Scheduler:
         # waits one step and then reads it from the prefix cache instead (a shared instruction computed once).
         pages_in_flight: set[tuple[int, ...]] = set()
         scheduled_ids: set[int] = set()
+        self._rows_left = self.max_prompt_logprob_rows
 
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             committed = seq.num_uncomputed_tokens
             drafts = len(seq.draft_tokens) if committed <= budget else 0
-            num_new = min(committed + drafts, budget)
+            num_new = self._cap_prompt_rows(seq, seq.num_computed_tokens, min(committed + drafts, budget))
+            if num_new == 0:
+                i += 1                  # its next prompt logprob rows wait for a step with rows to spare
+                continue
             need = self.bm.blocks_for(seq.num_computed_tokens + num_new) - len(seq.block_table)
             while not self._reserve(need):
                 victim = self.running[-1]
@@ -139,14 +166,21 @@ class Scheduler:
             match = None
             matched = 0
             if self.cache is not None:
-                # Leave at least one token to compute: its logits give the next token.
-                match = self.cache.match_prefix(seq.token_ids[:seq.num_tokens - 1])
+                # Leave at least one token to compute: its logits give the next token. Prompt logprobs need the
+                # logits of every position from q on: those are computed, never read from the cache.
+                q = _prompt_logits_from(seq)
+                limit = seq.num_tokens - 1 if q is None else min(seq.num_tokens - 1, q)
+                match = self.cache.match_prefix(seq.token_ids[:limit])
                 matched = match.num_tokens
                 key = tuple(seq.token_ids[:matched + self.page])
-                if matched + self.page < seq.num_tokens and key in pages_in_flight:
+                if matched + self.page <= limit and key in pages_in_flight:
                     break               # its next page is being computed right now by an earlier prompt
                 self.cache.lock(match.node)
-            num_new = min(seq.num_tokens - matched, budget)
+            num_new = self._cap_prompt_rows(seq, matched, min(seq.num_tokens - matched, budget))
+            if num_new == 0:
+                if match is not None:
+                    self.cache.unlock(match.node)
+                break                   # no prompt logprob rows left this step
             need = self.bm.blocks_for(matched + num_new) - (len(match.blocks) if match else 0)
             if not self._reserve(need):
                 if match is not None:
@@ -173,9 +207,27 @@ class Scheduler:
             self.waiting.appendleft(seq)
 
     def _scheduled(self, seq: Sequence, num_new: int, num_drafts: int) -> ScheduledSequence:
-        reaches_end = seq.num_computed_tokens + num_new - num_drafts >= seq.num_tokens
-        return ScheduledSequence(seq=seq, context_len=seq.num_computed_tokens, num_new_tokens=num_new,
-                                 num_drafts=num_drafts, num_logits=(1 + num_drafts) if reaches_end else 0)
+        start = seq.num_computed_tokens
+        reaches_end = start + num_new - num_drafts >= seq.num_tokens
+        prompt_rows = 0
+        q = _prompt_logits_from(seq)
+        if q is not None:
+            # Positions max(q, start) .. the chunk's end, less the last prompt position (its row is the sample's).
+            prompt_rows = max(0, min(start + num_new, seq.prompt_len - 1) - max(q, start))
+            self._rows_left -= prompt_rows
+        return ScheduledSequence(seq=seq, context_len=start, num_new_tokens=num_new, num_drafts=num_drafts,
+                                 num_logits=(1 + num_drafts) if reaches_end else 0, num_prompt_logits=prompt_rows)
+
+    def _cap_prompt_rows(self, seq: Sequence, start: int, num_new: int) -> int:
+        """`num_new` cut so that the chunk from `start` holds at most the step's remaining prompt logprob rows
+        (0: none left for it this step). Unchanged for a sequence that wants no prompt logprobs."""
+        q = _prompt_logits_from(seq)
+        if q is None:
+            return num_new
+        first = max(q, start)
+        if first + self._rows_left >= seq.prompt_len - 1:
+            return num_new              # the rows left cover the rest of its prompt
+        return max(0, min(num_new, first + self._rows_left - start))
 
     def _note_in_flight(self, seq: Sequence, pages: set) -> None:
         start = seq.num_computed_tokens - seq.num_computed_tokens % self.page
@@ -263,3 +315,12 @@ class Scheduler:
             if seq.request_id == request_id:
                 return seq
         return None
+
+
+def _prompt_logits_from(seq: Sequence) -> int | None:
+    """The first position whose logits `seq`'s prompt logprobs need, while it still needs them (before its first
+    output token); None otherwise."""
+    p = seq.request.prompt_logprobs_from
+    if p is None or seq.num_output_tokens:
+        return None
+    return max(p, 1) - 1

@@ -69,3 +69,34 @@ def test_a_stop_match_the_accept_hook_refuses_is_skipped_and_the_search_goes_on(
             break
     assert d.stopped and d.text == "a, b, c"
     assert seen == ["a", "a, b", "a, b, c"]
+
+
+@pytest.mark.parametrize("stop,matched", [
+    (("END", "zzz"), "END"),
+    (("zzz", "and more"), "and more"),                  # the string that matched, not the first listed
+    (("more", "END"), "END"),                           # the earliest match in the text wins
+])
+def test_stop_string_names_the_string_that_ended_the_text(tok, stop, matched):
+    _, d = stream(tok, tok.encode('{"a": 1}\n\nEND and more text'), stop=stop)
+    assert d.stopped and d.stop_string == matched
+
+
+@pytest.mark.parametrize("stop", [("\n\nEND", "\n\n"), ("\n\n", "\n\nEND")])
+def test_two_stop_strings_matching_at_one_place_name_the_first_listed(tok, stop):
+    # Token by token "\n\n" would complete first; one add of the whole text finds both at the same place.
+    ids = tok.encode('{"a": 1}\n\nEND and more text')
+    _, d = stream(tok, ids, stop=stop, step=len(ids))
+    assert d.text == '{"a": 1}' and d.stop_string == stop[0]
+
+
+def test_no_stop_string_without_a_match(tok):
+    _, d = stream(tok, tok.encode("nothing to see here"), stop=("STOP",))
+    assert not d.stopped and d.stop_string is None
+    _, d = stream(tok, tok.encode("nothing to see here"))
+    assert d.stop_string is None
+
+
+def test_a_refused_match_is_not_the_stop_string(tok):
+    d = IncrementalDetokenizer(tok, ("x", ";"), accept=lambda before: before.endswith("2"))
+    d.add(tok.encode("1x 2;"))
+    assert d.stopped and d.text == "1x 2" and d.stop_string == ";"

@@ -207,3 +207,94 @@ def test_rejected_drafts_free_their_blocks_and_never_reach_the_cache():
 def test_bad_pool_sizes_are_value_errors():
     with pytest.raises(ValueError):
         BlockManager(0, 4)
+
+
+# ----- prompt logprobs (GenerateRequest.prompt_logprobs_from) -----
+
+def lp_seq(rid, prompt, start, max_tokens=2):
+    return Sequence(GenerateRequest(rid, list(prompt), SamplingParams(max_tokens=max_tokens),
+                                    prompt_logprobs_from=start))
+
+
+def prompt_rows_until_first_token(s: Scheduler, q: Sequence, limit=200):
+    """Step until `q` has its first token; the positions whose logits its prompt rows asked for, in order, and
+    the most prompt rows any step held."""
+    positions, most = [], 0
+    for _ in range(limit):
+        if q.num_output_tokens:
+            break
+        out = fake_step(s)
+        most = max(most, sum(sc.num_prompt_logits for sc in out.scheduled))
+        for sc in out.scheduled:
+            if sc.seq is q and sc.num_prompt_logits:
+                first = sc.first_prompt_logits_position
+                # Prompt rows are the chunk's last positions, just before its sampled rows.
+                assert first + sc.num_prompt_logits + sc.num_logits == sc.context_len + sc.num_new_tokens
+                positions.extend(range(first, first + sc.num_prompt_logits))
+    return positions, most
+
+
+@pytest.mark.parametrize("start", [0, 1, 9, 21])
+def test_prompt_logprobs_ask_for_every_position_from_the_start_on_once(start):
+    s = make(budget=8)                                  # 22 prompt tokens: prefilled in three chunks
+    q = lp_seq("q", range(100, 122), start)
+    s.add(q)
+    positions, _ = prompt_rows_until_first_token(s, q)
+    # Token i's logprob is read off the logits at i - 1; position 21's row is the sampled one.
+    assert positions == list(range(max(start, 1) - 1, 21))
+
+
+def test_the_prefix_cache_is_not_used_past_the_first_position_that_needs_logits():
+    s = make(budget=256)
+    prompt = list(range(200, 230))                      # 30 tokens, 7 full pages once cached
+    s.add(seq("warm", prompt))
+    run_all(s)
+    q = lp_seq("q", prompt, 14)
+    s.add(q)
+    positions, _ = prompt_rows_until_first_token(s, q)
+    assert positions == list(range(13, 29))
+    assert q.num_cached_prompt_tokens == 12             # the whole pages before position 13
+    plain = seq("plain", prompt)                        # a request without the field keeps the whole match
+    s.add(plain)
+    run_all(s)
+    assert plain.num_cached_prompt_tokens == 28
+
+
+def test_a_preempted_prompt_is_recomputed_with_its_prompt_rows():
+    s = make(budget=8)
+    q = lp_seq("q", range(300, 320), 0)
+    s.add(q)
+    fake_step(s)                                        # one chunk of 8, its pages now in the cache
+    s._preempt(q)
+    positions, _ = prompt_rows_until_first_token(s, q)
+    assert positions == list(range(0, 19))              # the cache did not skip positions 0..7
+
+
+def test_prompt_rows_per_step_are_bounded_by_cutting_chunks():
+    bm = BlockManager(64, BS)
+    s = Scheduler(bm, RadixCache(BS, bm), max_num_seqs=8, max_num_batched_tokens=64, max_model_len=512,
+                  max_prompt_logprob_rows=5)
+    a, b = lp_seq("a", range(400, 430), 0), lp_seq("b", range(500, 520), 3)
+    s.add(a)
+    s.add(b)
+    pos_a, most = prompt_rows_until_first_token(s, a)
+    assert most <= 5
+    assert pos_a == list(range(0, 29))
+    run_all(s)
+    assert b.is_finished
+    with pytest.raises(ValueError, match="max_prompt_logprob_rows"):
+        Scheduler(bm, None, max_num_seqs=1, max_num_batched_tokens=8, max_model_len=64, max_prompt_logprob_rows=0)
+
+
+def test_no_prompt_rows_once_the_first_token_is_out():
+    s = make(budget=64)
+    q = lp_seq("q", range(600, 610), 0, max_tokens=4)
+    s.add(q)
+    fake_step(s)                                        # the whole prompt and the first token
+    assert q.num_output_tokens == 1
+    out = fake_step(s)
+    assert [sc.num_prompt_logits for sc in out.scheduled] == [0]
+    s._preempt(q)                                       # a recompute after the first token: cache as usual
+    out = fake_step(s)
+    (sc,) = out.scheduled
+    assert sc.context_len == 8 and sc.num_prompt_logits == 0
