@@ -5,6 +5,7 @@ and aborts through an inbox."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import collections
 import threading
 from typing import AsyncIterator
@@ -93,6 +94,15 @@ class AsyncEngine:
         self._inbox.append(("abort", request_id))
         self._wake.set()
 
+    async def flush_prefix_cache(self) -> int:
+        """Empty the prefix cache (blocks running requests hold stay); runs on the loop thread between steps."""
+        if self._thread is None:
+            await self.start()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._inbox.append(("flush", done))
+        self._wake.set()
+        return await asyncio.wrap_future(done)
+
     def stats(self) -> EngineStats:
         return self.engine.stats()
 
@@ -105,6 +115,8 @@ class AsyncEngine:
                     op, arg = self._inbox.popleft()
                     if op == "add":
                         eng.add_request(arg)
+                    elif op == "flush":
+                        arg.set_result(eng.flush_prefix_cache())
                     else:
                         eng.abort(arg)
                 if eng.has_work():

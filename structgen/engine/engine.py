@@ -189,6 +189,13 @@ class LLMEngine:
         self._finish(seq, "abort")
         return True
 
+    def flush_prefix_cache(self) -> int:
+        """Drop every prefix-cache entry no running request holds; returns the KV blocks freed (SGLang's
+        /flush_cache). Engine thread only, like every other call that touches the cache."""
+        if self.radix_cache is None:
+            return 0
+        return self.radix_cache.evict(self.radix_cache.num_blocks)
+
     def abort_all(self) -> None:
         """`abort` every request in flight (their final outputs come with the next step or drain_outputs)."""
         for rid in list(self._seqs):

@@ -201,6 +201,28 @@ def test_shared_300_token_prefix_prefills_only_the_suffix(model_and_tokenizer):
     assert fresh.generate([GenerateRequest("b", b, SamplingParams(max_tokens=4))])["b"].token_ids == out_b.token_ids
 
 
+def test_flush_prefix_cache_drops_what_no_request_holds(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    eng = make_engine(model_and_tokenizer)
+    prompt = tok.encode(" ".join(f"Rule {i}: keep the order." for i in range(20)))
+
+    async def main():
+        aeng = AsyncEngine(eng)
+        await aeng.start()
+        await _collect(aeng, GenerateRequest("a", prompt, SamplingParams(max_tokens=2)))
+        cached = aeng.stats().kv_blocks_cached
+        freed = await aeng.flush_prefix_cache()
+        after = aeng.stats()
+        again = await _collect(aeng, GenerateRequest("b", prompt, SamplingParams(max_tokens=2)))
+        await aeng.shutdown()
+        return cached, freed, after, again[-1]
+
+    cached, freed, after, again = asyncio.run(main())
+    assert cached > 0 and freed == cached
+    assert after.kv_blocks_cached == 0 and after.kv_blocks_used == 0
+    assert again.usage.cached_tokens == 0  # the same prompt finds nothing cached any more
+
+
 def test_abort_mid_generation_frees_every_block(model_and_tokenizer):
     _, tok = model_and_tokenizer
     eng = make_engine(model_and_tokenizer, enable_prefix_cache=False)

@@ -133,7 +133,8 @@ class OpenAIApi:
                 raise body.error("n", "must be 1 when the request has tools")
             if sampling.logprobs:
                 raise body.error("logprobs", "is not supported together with tools")
-            parallel = bool(body.get("parallel_tool_calls", bool, True))
+            # A named tool_choice asks for a call of that function: one, as OpenAI, vLLM and SGLang answer it.
+            parallel = bool(body.get("parallel_tool_calls", bool, True)) and choice.mode != "named"
             return await self._tool_answer(request, body, prompt, prompt_ids, sampling, tools, choice, parallel,
                                            stream, include_usage)
         return await self._generate(request, "chat.completion", prompt_ids, sampling, requested, stream,

@@ -96,8 +96,11 @@ def sglang_sampling(params: Body, *, prompt_len: int, core, logprobs: bool, top_
                                     max_tokens_limit=cfg.max_tokens_limit, name="sampling_params.max_new_tokens")
     if params.integer("min_new_tokens", 0, 0):
         raise params.error("min_new_tokens", "is not supported (give 0)")
-    if params.has("stop_regex"):
+    # SGLang's frontend always sends these, empty: only a non-empty value asks for something we do not do.
+    if params.data.get("stop_regex"):
         raise params.error("stop_regex", "is not supported; use stop strings or a regex constraint")
+    if params.data.get("stop_token_ids"):
+        raise params.error("stop_token_ids", "is not supported; use stop strings (the model's EOS always stops)")
     seed = params.integer("sampling_seed", params.integer("seed"))
     return _params(
         temperature=params.number("temperature", 1.0, 0), top_p=params.number("top_p", 1.0, 0, 1) or 1.0,

@@ -39,15 +39,17 @@ def _finish(final, prefill_only: bool) -> dict:
         return {"type": "stop", "matched": stop}
     if final.finish_reason == "budget":
         return {"type": "stop", "matched": None, "budget": True}
-    return {"type": "stop", "matched": final.token_ids[-1] if final.token_ids else None}
+    return {"type": "stop", "matched": None}  # EOS or the constraint's end, not a stop string
 
 
-def _triples(logprobs, with_text: bool) -> tuple[list, list]:
-    """[[logprob, token_id, text|None], ...] and the top alternatives in the same form, per position."""
+def _triples(logprobs, with_text: bool, first_token: tuple[int, str] | None = None) -> tuple[list, list]:
+    """[[logprob, token_id, text|None], ...] and the top alternatives in the same form, per position.
+    `first_token`: (id, text) of the prompt's first token, whose entry has no logprob (as SGLang's: [None, id, text])."""
     values, tops = [], []
     for lp in logprobs:
         if lp is None:  # the prompt's first token has no logprob
-            values.append([None, None, None])
+            token_id, text = first_token or (None, None)
+            values.append([None, token_id, text if with_text else None])
             tops.append(None)
             continue
         values.append([finite(lp.logprob), lp.token_id, lp.text if with_text else None])
@@ -214,7 +216,9 @@ class SGLangApi:
                 "cached_tokens": u.cached_tokens,
                 "e2e_latency": getattr(final.timings, "total_s", None)}
         if item.sampling.logprobs:
-            values, tops = _triples(prompt_lps or [], with_text)
+            first = item.prompt_ids[0]
+            values, tops = _triples(prompt_lps or [], with_text,
+                                    (first, self.core.engine.tokenizer.decode([first])))
             meta["input_token_logprobs"] = values
             meta["input_top_logprobs"] = tops
             out_values, out_tops = _triples([] if item.prefill_only else logprobs, with_text)
