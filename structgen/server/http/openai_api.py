@@ -21,7 +21,7 @@ from starlette.requests import Request
 from ...engine.outputs import Usage
 from ...engine.requests import ConstraintSpec
 from ..generation import CallRecord
-from ..wire import invalid
+from ..wire import RequestError, invalid
 from .body import Body
 from .calls import Call, authorize, client_of, event_stream, read_json, unless_disconnected
 from .chat import template_messages
@@ -278,18 +278,9 @@ class OpenAIApi:
         call = Call(core, "http:" + request.url.path, request)
         await call.__aenter__()
         try:
-            min_call = {}
-            t = tools[0]
-            for t in tools if choice.mode != "named" else [t for t in tools if t.name == choice.name]:
-                compiled, _ = await core.compile(ConstraintSpec(kind="json_schema", value=json.dumps(t.parameters)),
-                                                 deadline=call.deadline, client=client_of(request))
-                args_min = await asyncio.to_thread(lambda c=compiled: c.cursor().min_tokens_to_finish())
-                name_tokens = len(tok.encode(t.name + '"')) if len(tools) > 1 and choice.mode != "named" else 0
-                min_call[t.name] = args_min + name_tokens
+            min_call = await self._min_call_tokens(call, request, tools, choice)
         except BaseException as e:
             await call.__aexit__(type(e), e, None)
-            if hasattr(e, "metadata"):
-                e.constraint_field = f"tools[{[x.name for x in tools].index(t.name)}].function.parameters"
             raise
         plan = ToolCallPlan(tools, choice, parallel=parallel, max_tokens=sampling.max_tokens,
                             user_stop=sampling.stop, min_call_tokens=min_call)
@@ -345,6 +336,27 @@ class OpenAIApi:
                 "choices": [{"index": 0, "message": message, "logprobs": None,
                              "finish_reason": finish_reason(answer.finish_reason), "stop_reason": None}],
                 "usage": u}
+
+    async def _min_call_tokens(self, call: Call, request, tools, choice: ToolChoice) -> dict[str, int]:
+        """Per callable tool, the fewest tokens a whole call takes: its name (when the model picks among several)
+        plus the shortest arguments its `parameters` schema admits. Compiling them here also refuses a bad
+        schema before anything is generated (the error names `tools[i].function.parameters`)."""
+        tok = self.core.engine.tokenizer
+        picks_name = len(tools) > 1 and choice.mode != "named"
+        out = {}
+        for i, t in enumerate(tools):
+            if choice.mode == "named" and t.name != choice.name:
+                continue
+            try:
+                compiled, _ = await self.core.compile(
+                    ConstraintSpec(kind="json_schema", value=json.dumps(t.parameters)), deadline=call.deadline,
+                    client=client_of(request))
+                args_min = await asyncio.to_thread(lambda c=compiled: c.cursor().min_tokens_to_finish())
+            except RequestError as e:
+                e.constraint_field = f"tools[{i}].function.parameters"
+                raise
+            out[t.name] = args_min + (len(tok.encode(t.name + '"')) if picks_name else 0)
+        return out
 
     def _stream_tools(self, call: Call, plan: ToolCallPlan, run_phase, record, include_usage: bool):
         envelope = self._envelope("chat.completion.chunk")

@@ -265,3 +265,13 @@ def test_a_wrong_key_is_401(http_url):
 
 def test_models_lists_the_served_model(openai_client):
     assert [m.id for m in openai_client.models.list().data] == [MODEL]
+
+
+def test_a_bad_tool_schema_is_refused_naming_the_tool(openai_client):
+    bad = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "object", "unevaluatedProperties": False,
+                                              "properties": {"a": {"const": 1}}}}}}}
+    with pytest.raises(openai.BadRequestError, match="unevaluatedProperties") as e:
+        openai_client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER, bad],
+                                              tool_choice="required")
+    assert e.value.body["param"].startswith("tools[1].function.parameters#/properties/x")
