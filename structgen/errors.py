@@ -81,3 +81,29 @@ class CompileCancelledError(StructgenError):
 
 class CompileQueueFullError(StructgenError):
     """Too many compiles are waiting (the server's whole queue, or one client's share of it): retry later."""
+
+
+class InvalidGrammarError(ConstraintError):
+    """A grammar (EBNF or Lark) that does not parse or breaks a rule of its syntax (an undefined or twice-defined
+    rule, no start rule). `line` and `column` are 1-based; None where the error is about the grammar as a whole."""
+
+    def __init__(self, detail: str, line: int | None = None, column: int | None = None):
+        self.detail = detail
+        self.line = line
+        self.column = column
+        where = f" at line {line}, column {column}" if line is not None else ""
+        super().__init__(f"invalid grammar{where}: {detail}")
+
+
+class UnsupportedGrammarError(ConstraintError):
+    """A grammar we cannot enforce exactly: one that is not regular (`rules` names the recursive rules), or syntax
+    outside the supported subset. Refused rather than approximated, so no output outside the grammar gets through."""
+
+    def __init__(self, detail: str, rules: tuple[str, ...] = (), line: int | None = None,
+                 column: int | None = None):
+        self.detail = detail
+        self.rules = tuple(rules)
+        self.line = line
+        self.column = column
+        where = f" at line {line}, column {column}" if line is not None else ""
+        super().__init__(f"unsupported grammar{where}: {detail}")

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-_KINDS = ("json_schema", "regex", "choice")
+_KINDS = ("json_schema", "regex", "choice", "grammar")
 
 
 # Every stop string is searched for after every token: bounded so that one request cannot slow the decoding loop.

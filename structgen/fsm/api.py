@@ -1,6 +1,6 @@
 """The public compile API: constraint + tokenizer -> CompiledConstraint (cached in memory and on disk).
 
-    c = structgen.compile_json_schema(schema)        # or compile_regex(pattern) / compile_choice([...])
+    c = structgen.compile_json_schema(schema)        # or compile_regex / compile_choice / compile_grammar
     cur = c.cursor(); cur.fill_bitmask(row); cur.advance(tok); cur.is_final(); cur.forced_tokens()
 
 "Compile" = build the automaton + the initial state's mask, so compile errors surface here and the compile
@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConstraintError, ConstraintTooComplexError, InvalidRegexError, InvalidSchemaError
+from ..errors import (ConstraintError, ConstraintTooComplexError, InvalidGrammarError, InvalidRegexError,
+                      InvalidSchemaError)
 from . import bitmask
 from .automaton import ByteAutomaton, LiteralSetAutomaton
 from .budget import TokenBounds
@@ -30,14 +31,14 @@ from .json_schema.normalize import MAX_SCHEMA_NESTING, check_json_values
 from .limits import CompileLimits
 from .vocab import Vocabulary
 
-KINDS = ("json_schema", "regex", "choice")
+KINDS = ("json_schema", "regex", "choice", "grammar")
 
 
 class CompiledConstraint:
     """One constraint compiled against one tokenizer. Immutable from the outside; shared and thread-safe.
 
     Attributes:
-        kind: "json_schema" | "regex" | "choice".
+        kind: "json_schema" | "regex" | "choice" | "grammar".
         key: the cache key (hex sha256).
         vocab_size: ids covered by masks; a bitmask row has ceil(vocab_size / 32) int32 words.
     """
@@ -288,7 +289,41 @@ def _automaton_builder(kind: str, value: Any, options: dict):
         text = json.dumps(choices, ensure_ascii=False, separators=(",", ":"))
         _check_unicode(text, "the choice list", ConstraintError)
         return text, options, build
+    if kind == "grammar":
+        return _grammar_builder(value, options)
     raise ValueError(f"unknown constraint kind {kind!r}: expected one of {', '.join(KINDS)}")
+
+
+def _grammar_builder(value: Any, options: dict):
+    """options: syntax "ebnf" | "lark" (None or absent: detected, structgen.fsm.grammar.detect_syntax) and start (the
+    start rule; None: "root" for EBNF, "start" for Lark). Both are keyed as resolved, so a detected syntax and the
+    same one named share an entry."""
+    from .grammar import SYNTAXES, detect_syntax
+
+    if not isinstance(value, str):
+        raise TypeError(f"a grammar is a str, got {type(value).__name__}")
+    _check_unicode(value, "the grammar", InvalidGrammarError)
+    unknown = sorted(set(options) - {"syntax", "start"})
+    if unknown:
+        raise TypeError(f"unknown grammar option(s) {unknown}: a grammar takes 'syntax' and 'start'")
+    syntax = options.get("syntax")
+    if syntax is None:
+        syntax = detect_syntax(value)
+    elif syntax not in SYNTAXES:
+        raise ConstraintError(f"grammar syntax must be one of {', '.join(map(repr, SYNTAXES))}, got {syntax!r}")
+    start = options.get("start")
+    if start is None:
+        start = "root" if syntax == "ebnf" else "start"
+    elif not isinstance(start, str) or not start:
+        raise ConstraintError(f"the grammar's start rule must be a rule name, got {start!r}")
+
+    def build(limits: CompileLimits) -> ByteAutomaton:
+        from .grammar import grammar_automaton
+
+        return grammar_automaton(value, syntax=syntax, start=start, max_states=limits.max_states,
+                                 deadline=time.monotonic() + limits.compile_timeout_s)
+
+    return value, {"syntax": syntax, "start": start}, build
 
 
 def _resolve_tokenizer(tokenizer):
@@ -423,11 +458,13 @@ def compile_with_status(kind: str, value: Any, tokenizer=None, *, limits: Compil
 
 def compile_constraint(kind: str, value: Any, tokenizer=None, *, limits: CompileLimits | None = None,
                        **options) -> CompiledConstraint:
-    """Compile (or fetch from the cache) a constraint: kind "json_schema" | "regex" | "choice".
+    """Compile (or fetch from the cache) a constraint: kind "json_schema" | "regex" | "choice" | "grammar".
 
     limits: the state and time limits of this compile (None = CompileLimits.from_env()).
+    options: the kind's own, as keywords (json_schema: extra_properties, ...; grammar: syntax, start).
     Raises ConstraintError subclasses for bad constraints (InvalidSchemaError, UnsupportedSchemaError,
-    InvalidRegexError, ConstraintTooComplexError), TypeError/ValueError for API misuse.
+    InvalidRegexError, InvalidGrammarError, UnsupportedGrammarError, ConstraintTooComplexError), TypeError/ValueError
+    for API misuse.
     """
     return compile_with_status(kind, value, tokenizer, limits=limits, **options)[0]
 
@@ -453,3 +490,12 @@ def compile_choice(choices: Sequence[str], tokenizer=None, *,
     """Exactly one of `choices` -> CompiledConstraint."""
     return compile_constraint("choice", list(choices) if isinstance(choices, tuple) else choices, tokenizer,
                               limits=limits)
+
+
+def compile_grammar(grammar: str, tokenizer=None, *, syntax: str | None = None, start: str | None = None,
+                    limits: CompileLimits | None = None) -> CompiledConstraint:
+    """A grammar (full match; structgen.fsm.grammar: EBNF or Lark, regular languages only) -> CompiledConstraint.
+
+    syntax: "ebnf" | "lark" (None: detected from the text). start: the start rule (None: "root" / "start").
+    """
+    return compile_constraint("grammar", grammar, tokenizer, limits=limits, syntax=syntax, start=start)

@@ -75,18 +75,22 @@ def _weight(mask: int) -> int:
 
 
 class Budget:
-    """The work one pattern (or one intersection) may spend; raises ConstraintTooComplexError past it."""
+    """The work one pattern (or one intersection) may spend; raises ConstraintTooComplexError past it.
+    max_work / max_states: this budget's own limits (a grammar, structgen.fsm.grammar, is one tree for many rules)."""
 
-    def __init__(self, what: str = "regex", deadline: float | None = None):
+    def __init__(self, what: str = "regex", deadline: float | None = None, *, max_work: int = MAX_WORK,
+                 max_states: int = MAX_DFA_STATES):
         self.what = what
         self.deadline = deadline
+        self.max_work = max_work
+        self.max_states = max_states
         self.work = 0
         self._next_check = _DEADLINE_EVERY
 
     def spend(self, units: int) -> None:
         self.work += units
-        if self.work > MAX_WORK:
-            raise ConstraintTooComplexError(f"{self.what}: work to build its automaton (units)", MAX_WORK)
+        if self.work > self.max_work:
+            raise ConstraintTooComplexError(f"{self.what}: work to build its automaton (units)", self.max_work)
         if self.work >= self._next_check:
             self._next_check = self.work + _DEADLINE_EVERY
             if self.deadline is not None and time.monotonic() > self.deadline:
@@ -94,8 +98,8 @@ class Budget:
                                                 "the compile deadline", "STRUCTGEN_COMPILE_TIMEOUT_S")
 
     def states(self, n: int) -> None:
-        if n > MAX_DFA_STATES:
-            raise ConstraintTooComplexError(f"{self.what}: automaton states", MAX_DFA_STATES)
+        if n > self.max_states:
+            raise ConstraintTooComplexError(f"{self.what}: automaton states", self.max_states)
 
 
 # ------------------------------------------------------------------------------------------- tree -> AST

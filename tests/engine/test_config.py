@@ -54,7 +54,7 @@ def test_stop_list_becomes_a_tuple():
 def test_constraint_spec_and_request_validation():
     ConstraintSpec("regex", "[a-z]+")
     with pytest.raises(ValueError, match="kind"):
-        ConstraintSpec("grammar", "x")
+        ConstraintSpec("lua", "x")
     with pytest.raises(ValueError, match="choice"):
         ConstraintSpec("choice", [])
     with pytest.raises(ValueError, match="regex"):

@@ -188,7 +188,7 @@ def test_bad_constraints_raise_constraint_errors(tok):
 
 def test_api_misuse_raises_type_and_value_errors(tok):
     with pytest.raises(ValueError, match="unknown constraint kind"):
-        structgen.fsm.compile_constraint("grammar", "x", tok)
+        structgen.fsm.compile_constraint("lua", "x", tok)
     with pytest.raises(TypeError):
         structgen.compile_choice("yes", tok)
     with pytest.raises(TypeError):
