@@ -275,3 +275,19 @@ def test_a_bad_tool_schema_is_refused_naming_the_tool(openai_client):
         openai_client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER, bad],
                                               tool_choice="required")
     assert e.value.body["param"].startswith("tools[1].function.parameters#/properties/x")
+
+
+def test_grammars_in_ebnf_and_lark_and_a_non_regular_one_refused(openai_client):
+    ebnf = 'root ::= "Answer: " ("yes" | "no") " (" [0-9]{1,2} "%)"'
+    out = openai_client.completions.create(model=MODEL, prompt="Is the sky blue?", max_tokens=16, temperature=0,
+                                           extra_body={"ebnf": ebnf})
+    assert re.fullmatch(r"Answer: (yes|no) \([0-9]{1,2}%\)", out.choices[0].text), out.choices[0].text
+    lark = 'start: "ID-" NUMBER ("," NUMBER)*\n%import common.NUMBER'
+    out = openai_client.completions.create(model=MODEL, prompt="Ids:", max_tokens=16, temperature=0,
+                                           extra_body={"structured_outputs": {"grammar": lark}})
+    assert re.fullmatch(r"ID-\d+(\.\d+)?([eE][+-]?\d+)?(,\d+(\.\d+)?([eE][+-]?\d+)?)*", out.choices[0].text), \
+        out.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="regular") as e:
+        openai_client.completions.create(model=MODEL, prompt="x", max_tokens=8,
+                                         extra_body={"guided_grammar": 'root ::= "(" root ")" | "x"'})
+    assert e.value.body["param"].startswith("guided_grammar")
