@@ -251,6 +251,12 @@ class CompilePool:
             try:
                 status, body = worker.conn.recv()
             except (EOFError, OSError, pickle.UnpicklingError) as e:
+                if stop.is_set() or self._closed:
+                    # NOTE: close() kills the workers with SIGKILL; a compile polling at that moment sees the dead
+                    # pipe before it sees _closed, and must not report the kill as an out-of-memory one.
+                    self.stats["cancelled"] += 1
+                    raise CompileCancelledError("the compile was stopped: the request went away or the server is "
+                                                "shutting down") from None
                 code = worker.exitcode()
                 self.stats["crashed"] += 1
                 if code == -signal.SIGKILL:  # the system's OOM killer, most likely
