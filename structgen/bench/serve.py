@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="localhost:50051",
                    help='server address host:port, or "local" to start one in this process (default localhost:50051)')
     p.add_argument("--api-key", default=None)
+    p.add_argument("--apis", default="grpc", help="comma-separated: grpc (the SDK) and/or openai (the openai SDK "
+                   "against /v1/chat/completions, same prompts, streamed), measured one after the other on the same "
+                   "server (default grpc)")
+    p.add_argument("--http-url", default=None, help="the server's HTTP base URL for --apis openai (default: "
+                   "http://<target host>:8000; with --target local the in-process server's)")
     p.add_argument("--workload", type=Path, default=None,
                    help="extraction folder or JSONL of {schema, text} (default: ../shared/data/extraction/dev)")
     p.add_argument("--concurrency", type=int_list, default=[1, 8, 32], help="comma-separated levels (default 1,8,32)")
@@ -99,8 +104,38 @@ async def one_request(client, item: ExtractionItem, max_tokens: int, timeout: fl
     return RequestResult(True, "OK", e2e, ttft, out, check_json(item.schema, "".join(text)), finish)
 
 
+async def one_request_openai(client, item: ExtractionItem, max_tokens: int, timeout: float) -> RequestResult:
+    """The same request through the OpenAI-compatible API (`openai.AsyncOpenAI`, streamed, greedy)."""
+    from structgen.client.extraction import ExtractionTask
+
+    task = ExtractionTask.of(item.schema)
+    t0 = time.perf_counter()
+    ttft = None
+    text, out_tokens, finish = [], 0, None
+    try:
+        stream = await client.chat.completions.create(
+            model="structgen", messages=task.messages(item.text), max_tokens=max_tokens, temperature=0,
+            stream=True, stream_options={"include_usage": True}, timeout=timeout,
+            response_format={"type": "json_schema", "json_schema": {"name": "extraction", "schema": item.schema}})
+        async for chunk in stream:
+            for c in chunk.choices:
+                if c.delta.content:
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                    text.append(c.delta.content)
+                if c.finish_reason is not None:
+                    finish = c.finish_reason
+            if chunk.usage is not None:
+                out_tokens = chunk.usage.completion_tokens
+    except Exception as e:  # an openai.APIError, or a broken connection: counted by its class
+        return RequestResult(False, getattr(e, "code", None) or type(e).__name__, time.perf_counter() - t0, ttft)
+    return RequestResult(True, "OK", time.perf_counter() - t0, ttft, out_tokens,
+                         check_json(item.schema, "".join(text)), finish)
+
+
 async def run_level(client, items: list[ExtractionItem], concurrency: int, *, requests: int | None,
-                    duration: float | None, max_tokens: int, timeout: float, progress: bool = True):
+                    duration: float | None, max_tokens: int, timeout: float, progress: bool = True,
+                    send=one_request):
     """Up to `concurrency` requests in flight, cycling through `items`; returns (results, wall seconds)."""
     source = itertools.cycle(items)
     total = requests if duration is None else None
@@ -122,7 +157,7 @@ async def run_level(client, items: list[ExtractionItem], concurrency: int, *, re
         nonlocal issued
         while more():
             issued += 1
-            results.append(await one_request(client, next(source), max_tokens, timeout))
+            results.append(await send(client, next(source), max_tokens, timeout))
             if bar:
                 bar.update(1)
 
@@ -206,7 +241,7 @@ def _start_local_server():
     from structgen.server.background import BackgroundServer
     from structgen.server.config import ServerConfig
 
-    server = BackgroundServer(AsyncEngine.from_config(EngineConfig()), ServerConfig(port=0)).start()
+    server = BackgroundServer(AsyncEngine.from_config(EngineConfig()), ServerConfig(port=0, http_port=0)).start()
     return server
 
 
@@ -223,6 +258,10 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"structgen bench serve: {e}", file=sys.stderr)
         return 2
+    apis = [a.strip() for a in args.apis.split(",") if a.strip()]
+    if not apis or set(apis) - {"grpc", "openai"}:
+        print(f"structgen bench serve: --apis takes grpc and/or openai, got {args.apis!r}", file=sys.stderr)
+        return 2
     n_requests = args.requests or len(items)
     header = run_header()
     server = None
@@ -231,22 +270,40 @@ def run(args: argparse.Namespace) -> int:
         print("serve: starting an in-process server (default model)", file=sys.stderr)
         server = _start_local_server()
         target = server.target
+    http_url = args.http_url or (server.http_url if server is not None else f"http://{target.rsplit(':', 1)[0]}:8000")
     levels: list[tuple[str, int, dict]] = []
     records: list[dict] = [{"type": "header", **header, "target": args.target}]
 
+    warmed = []
+
+    async def measure(name: str, client, send):
+        # One pass over every item first, not counted: each schema's compile (and the model's first forward) is
+        # paid before any level, so the first API measured does not carry the compiles the others reuse.
+        if not warmed:
+            await run_level(client, items, min(8, len(items)), requests=len(items), duration=None,
+                            max_tokens=args.max_tokens, timeout=args.timeout, progress=False, send=send)
+            warmed.append(True)
+        for c in args.concurrency:
+            results, wall = await run_level(client, items, c, requests=n_requests, duration=args.duration,
+                                            max_tokens=args.max_tokens, timeout=args.timeout,
+                                            progress=not args.no_progress, send=send)
+            s = summarize_level(results, wall)
+            levels.append((name, c, s))
+            records.append({"type": "level", "engine": name, "concurrency": c, **s})
+
     async def main():
-        async with AsyncClient(target, api_key=args.api_key) as client:
-            if not await client.health(timeout=10):
-                raise ConnectionError(f"no healthy structgen server at {target}")
-            # one request first so model load / first compile is not inside the first level's figures
-            await one_request(client, items[0], args.max_tokens, args.timeout)
-            for c in args.concurrency:
-                results, wall = await run_level(client, items, c, requests=n_requests, duration=args.duration,
-                                                max_tokens=args.max_tokens, timeout=args.timeout,
-                                                progress=not args.no_progress)
-                s = summarize_level(results, wall)
-                levels.append(("structgen", c, s))
-                records.append({"type": "level", "engine": "structgen", "concurrency": c, **s})
+        for api in apis:  # one after the other: they share the server's CPU
+            if api == "grpc":
+                async with AsyncClient(target, api_key=args.api_key) as client:
+                    if not await client.health(timeout=10):
+                        raise ConnectionError(f"no healthy structgen server at {target}")
+                    await measure("structgen (gRPC SDK)", client, one_request)
+            else:
+                import openai
+
+                async with openai.AsyncOpenAI(base_url=http_url + "/v1", api_key=args.api_key or "none",
+                                              max_retries=0) as client:
+                    await measure("structgen (HTTP, openai SDK)", client, one_request_openai)
 
     try:
         asyncio.run(main())
@@ -265,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_jsonl(out / "results.jsonl", records)
     note = (f"Workload: {len(items)} extraction items (SDK extraction prompt, JSON Schema constraint), "
-            f"max_tokens {args.max_tokens}, {n_requests if args.duration is None else f'{args.duration:g} s'} per level. "
+            f"max_tokens {args.max_tokens}, {n_requests if args.duration is None else f'{args.duration:g} s'} per level, "
+            "after one uncounted pass over every item (compiles paid before any level). "
             "TTFT: first streamed text; TPOT: (e2e - TTFT) / (output tokens - 1); valid: jsonschema, formats checked."
             + (f" The hf line: {levels[-1][2]['requests']} of the same prompts through transformers generate, one at "
                "a time, unconstrained, greedy, same max_tokens." if args.baseline == "hf" else ""))
