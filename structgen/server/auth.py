@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Awaitable, Callable
 
@@ -9,6 +10,29 @@ import grpc
 
 # Health checks and reflection stay open: load balancers and grpcurl must reach them without a key.
 OPEN_SERVICE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def bearer_refusal(value: str | None, keys: tuple[bytes, ...], *, missing: str, malformed: str) -> str | None:
+    """Why an `authorization` value (gRPC metadata or the HTTP header) is refused; None when it carries one of
+    `keys` as a bearer token. Every API checks keys here."""
+    if not value:
+        return missing
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return malformed
+    given = token.strip().encode()
+    # compare_digest against every key (no early exit) so timing does not reveal which prefix matched.
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(given, key)
+    return None if ok else "invalid API key"
+
+
+def client_id(authorization: str | None, peer: str) -> str:
+    """Who a call is from, for per-client bounds in the compile pool: its API key (a digest) or its connection."""
+    if authorization:
+        return "key:" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
+    return "peer:" + peer
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
@@ -21,17 +45,10 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
     def _authorized(self, metadata) -> tuple[bool, str]:
         values = [v for k, v in (metadata or ()) if k == "authorization"]
-        if not values:
-            return False, "missing API key: send metadata 'authorization: Bearer <key>'"
-        scheme, _, token = values[0].partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False, "malformed authorization metadata: expected 'Bearer <key>'"
-        given = token.strip().encode()
-        # compare_digest against every key (no early exit) so timing does not reveal which prefix matched.
-        ok = False
-        for key in self._keys:
-            ok |= hmac.compare_digest(given, key)
-        return (True, "") if ok else (False, "invalid API key")
+        why = bearer_refusal(values[0] if values else None, self._keys,
+                             missing="missing API key: send metadata 'authorization: Bearer <key>'",
+                             malformed="malformed authorization metadata: expected 'Bearer <key>'")
+        return why is None, why or ""
 
     async def intercept_service(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from .._proto import structgen_pb2 as pb
 from .._proto import structgen_pb2_grpc as pb_grpc
 from . import wire
 from .admission import Ticket
+from .auth import client_id
 from .generation import CallRecord, CompiledRegistry, GenerationCore, deadline_after  # noqa: F401 (re-export)
 from .wire import RequestError
 
@@ -44,11 +44,9 @@ class _Collected:
 
 
 def _client_of(context) -> str:
-    """Who a call is from, for per-client bounds: its API key (as a digest) or else its connection."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return "key:" + hashlib.sha256(value.encode()).hexdigest()[:16]
-    return "peer:" + str(context.peer())
+    """Who a call is from, for per-client bounds (auth.client_id)."""
+    auth = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+    return client_id(auth, str(context.peer()))
 
 
 class StructGenServicer(pb_grpc.StructGenServicer):

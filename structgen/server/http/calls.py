@@ -5,8 +5,6 @@ going away (the call is cancelled, so its engine requests are aborted and their 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import math
 import time
@@ -18,6 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
 from ...engine.requests import GenerateRequest
+from ..auth import bearer_refusal, client_id
 from ..generation import CallRecord, GenerationCore, deadline_after
 from ..wire import RequestError, invalid
 from .errors import HttpRefusal
@@ -58,27 +57,17 @@ def authorize(request: Request, keys: frozenset[str]) -> None:
     """The same API keys as gRPC, as `Authorization: Bearer KEY`; nothing to check when the server has none."""
     if not keys:
         return
-    header = request.headers.get("authorization")
-    if not header:
-        raise RequestError(grpc.StatusCode.UNAUTHENTICATED, "missing API key: send 'Authorization: Bearer <key>'")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise RequestError(grpc.StatusCode.UNAUTHENTICATED, "malformed Authorization header: expected 'Bearer <key>'")
-    given = token.strip().encode()
-    ok = False
-    for key in keys:  # every key compared (no early exit): timing does not tell which prefix matched
-        ok |= hmac.compare_digest(given, key.encode())
-    if not ok:
-        raise RequestError(grpc.StatusCode.UNAUTHENTICATED, "invalid API key")
+    why = bearer_refusal(request.headers.get("authorization"), tuple(k.encode() for k in keys),
+                         missing="missing API key: send 'Authorization: Bearer <key>'",
+                         malformed="malformed Authorization header: expected 'Bearer <key>'")
+    if why is not None:
+        raise RequestError(grpc.StatusCode.UNAUTHENTICATED, why)
 
 
 def client_of(request: Request) -> str:
-    """Who a call is from, for per-client bounds in the compile pool: its API key (a digest) or its address."""
-    header = request.headers.get("authorization")
-    if header:
-        return "key:" + hashlib.sha256(header.encode()).hexdigest()[:16]
+    """Who a call is from, for per-client bounds in the compile pool (auth.client_id)."""
     client = request.client
-    return f"peer:{client.host}:{client.port}" if client else "peer:unknown"
+    return client_id(request.headers.get("authorization"), f"{client.host}:{client.port}" if client else "unknown")
 
 
 def timeout_of(request: Request) -> float | None:

@@ -12,6 +12,7 @@ A request names at most one; two are refused (which should win is not ours to gu
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -101,19 +102,26 @@ def _response_format(body: Body) -> Requested | None:
     raise rf.error("type", f"is {kind!r}; expected 'text', 'json_object' or 'json_schema'")
 
 
+def _named(body: Body, spellings) -> list[Requested]:
+    """The constraints `body` names among `spellings` ((field name, spec builder), ...), in that order."""
+    return [build(body.data[name], body.path(name), body) for name, build in spellings if body.has(name)]
+
+
+# vLLM >= 0.12 (`structured_outputs: {...}`), vLLM before it (top-level guided_*), SGLang (top level or
+# sampling_params).
+_STRUCTURED_OUTPUTS = (("json", _schema_spec), ("regex", _regex_spec), ("choice", _choice_spec),
+                       ("grammar", _grammar_spec))
+_GUIDED = (("guided_json", _schema_spec), ("guided_regex", _regex_spec), ("guided_choice", _choice_spec),
+           ("guided_grammar", _grammar_spec))
+_SGLANG = (("regex", _regex_spec), ("json_schema", _schema_spec),
+           ("ebnf", functools.partial(_grammar_spec, syntax="ebnf")))
+
+
 def _structured_outputs(body: Body) -> list[Requested]:
     so = body.object("structured_outputs")
     if so is None:
         return []
-    found = []
-    if so.has("json"):
-        found.append(_schema_spec(so.data["json"], so.path("json"), so))
-    if so.has("regex"):
-        found.append(_regex_spec(so.data["regex"], so.path("regex"), so))
-    if so.has("choice"):
-        found.append(_choice_spec(so.data["choice"], so.path("choice"), so))
-    if so.has("grammar"):
-        found.append(_grammar_spec(so.data["grammar"], so.path("grammar"), so))
+    found = _named(so, _STRUCTURED_OUTPUTS)
     if so.get("json_object", bool):
         found.append(_schema_spec(ANY_OBJECT, so.path("json_object"), so))
     if so.has("structural_tag"):
@@ -121,32 +129,11 @@ def _structured_outputs(body: Body) -> list[Requested]:
     return found
 
 
-def _top_level(body: Body) -> list[Requested]:
-    found = []
-    if body.has("guided_json"):
-        found.append(_schema_spec(body.data["guided_json"], body.path("guided_json"), body))
-    if body.has("guided_regex"):
-        found.append(_regex_spec(body.data["guided_regex"], body.path("guided_regex"), body))
-    if body.has("guided_choice"):
-        found.append(_choice_spec(body.data["guided_choice"], body.path("guided_choice"), body))
-    if body.has("guided_grammar"):
-        found.append(_grammar_spec(body.data["guided_grammar"], body.path("guided_grammar"), body))
-    found += sglang_constraints(body)
-    return found
-
-
 def sglang_constraints(params: Body) -> list[Requested]:
     """SGLang's spellings: `regex`, `json_schema` (JSON text) and `ebnf`, in a body or its sampling_params."""
-    found = []
-    if params.has("regex"):
-        found.append(_regex_spec(params.data["regex"], params.path("regex"), params))
-    if params.has("json_schema"):
-        found.append(_schema_spec(params.data["json_schema"], params.path("json_schema"), params))
-    if params.has("ebnf"):
-        found.append(_grammar_spec(params.data["ebnf"], params.path("ebnf"), params, syntax="ebnf"))
     if params.has("structural_tag"):
         raise params.error("structural_tag", "is not supported; use json_schema, regex or ebnf")
-    return found
+    return _named(params, _SGLANG)
 
 
 def one_constraint(found: list[Requested], body: Body) -> Requested | None:
@@ -165,5 +152,6 @@ def openai_constraint(body: Body) -> Requested | None:
     if rf is not None:
         found.append(rf)
     found += _structured_outputs(body)
-    found += _top_level(body)
+    found += _named(body, _GUIDED)
+    found += sglang_constraints(body)
     return one_constraint(found, body)
