@@ -281,16 +281,22 @@ def run(args: argparse.Namespace) -> int:
         return fail("--datasets names no dataset")
     try:
         params = parse_params(args.param)
+    except ValueError as e:
+        return fail(str(e))
+    # an SDK that does not know a parameter must stop the run here, before any data is read, not turn every
+    # request into an error; a one-field schema stands in for the items, the keywords do not depend on them
+    try:
+        wire.extract_call(ExtractionTask.of({"type": "object", "properties": {"x": {"type": "string"}}}), "x",
+                          max_tokens=args.max_tokens, **params)
+    except (TypeError, ValueError) as e:
+        return fail(f"the SDK's extract refuses --param {', '.join(params) or '(none)'}: {e}")
+    try:
         datasets = [(name, load_extraction(dataset_path(name))) for name in args.datasets]
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e))
     if args.limit:
         datasets = [(name, items[: args.limit]) for name, items in datasets]
     first = datasets[0][1][0]
-    try:  # an SDK that does not know a parameter must stop the run here, not turn every request into an error
-        wire.extract_call(ExtractionTask.of(first.schema), first.text, max_tokens=args.max_tokens, **params)
-    except (TypeError, ValueError) as e:
-        return fail(f"the SDK's extract refuses --param {', '.join(params) or '(none)'}: {e}")
     header = run_header()
     records: list[dict] = [{"type": "header", **header, "target": args.target, "concurrency": args.concurrency,
                             "max_tokens": args.max_tokens, "params": params}]
