@@ -47,5 +47,7 @@ fi
 # Convert the embedded GGUF once into a cached safetensors folder (~25 s the first time, then nothing).
 "$VENV/bin/python" -m structgen.assets prepare
 
-# Build the native CPU kernels once (a second or two; torch is used where they cannot be built).
+# Build the native CPU kernels and the mask walker once (a second or two each; torch / numpy are used where they
+# cannot be built).
 "$VENV/bin/python" -m structgen.kernels.native
+"$VENV/bin/python" -m structgen.fsm.native

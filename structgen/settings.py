@@ -47,6 +47,8 @@ REGISTRY: dict[str, Setting] = {
         Setting("STRUCTGEN_CPU_KERNELS", "1", _bool,
                 "Build and use the native CPU kernels (structgen/kernels/cpu_*.c: few-row matmul, decode/verify "
                 "attention); 0 = torch only."),
+        Setting("STRUCTGEN_NATIVE_MASKS", "1", _bool,
+                "Build and use the native token-trie walker for masks (structgen/fsm/trie_walk.c); 0 = numpy only."),
         Setting("STRUCTGEN_NUM_THREADS", "0", int, "torch intra-op threads on CPU (0 = torch's default)."),
         Setting("STRUCTGEN_API_KEYS", "", str, "Comma-separated API keys the server accepts (empty = no auth)."),
         Setting("STRUCTGEN_API_KEY", "", str, "The API key `structgen extract` sends to a server (empty = none)."),

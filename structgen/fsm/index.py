@@ -2,7 +2,9 @@
 
 States are numbered in the order they are reached (0 = initial). A state's byte transitions are materialized
 into one growing table `T` (n_states x 256, int32, -1 = dead) on first need; a state's token mask is built on
-first need by walking the vocabulary's prefix trie (token_trie.py) through `T`, vectorized level by level, and kept.
+first need by walking the vocabulary's prefix trie through `T` (natively, trie_walk.c via native.py, or with numpy
+level by level where the native walker is unavailable), and kept. States whose automaton gives them equal mask keys
+(a counted string far from its bounds, at any count) share one mask, built once.
 
 Thread safety: one index is shared by every request using its constraint. Growth (numbering, materializing,
 building a mask) happens under `_lock`; readers only ever look at rows that were complete before they were
@@ -19,7 +21,7 @@ from typing import Hashable
 import numpy as np
 
 from ..errors import ConstraintTooComplexError
-from . import bitmask
+from . import bitmask, native
 from .automaton import ByteAutomaton
 from .token_trie import expand_ranges, trie_of
 from .vocab import Vocabulary
@@ -80,7 +82,9 @@ class TokenIndex:
         self._materialized = np.zeros(cap, dtype=bool)  # (cap,)
         self._final = np.zeros(cap, dtype=bool)  # (cap,)
         self._only_byte = np.full(cap, _MANY_BYTES, dtype=np.int16)  # (cap,) see _MANY_BYTES / _NO_BYTES
-        self._masks: dict[int, np.ndarray] = {}  # state -> (num_words,) int32, read-only
+        self._masks: dict[int, np.ndarray] = {}  # state -> (num_words,) int32, read-only (states may share one)
+        self._masks_by_key: dict = {}  # the automaton's mask key -> the mask of the states with that key
+        self._mask_arrays = 0  # distinct arrays in _masks (what their bytes are counted by)
         self._version = 0  # bumped on every growth; the disk cache saves when it moved
         self._deadline = _NO_DEADLINE
         self._bind_automaton()
@@ -103,7 +107,7 @@ class TokenIndex:
     @property
     def nbytes(self) -> int:
         """Bytes of the tables and masks built so far, plus a rough 200 bytes per numbered automaton state."""
-        return self._nbytes(len(self._table), len(self._masks), len(self._states))
+        return self._nbytes(len(self._table), self._mask_arrays, len(self._states))
 
     def _nbytes(self, rows: int, masks: int, states: int) -> int:
         per_row = self._table.itemsize * 256 + 1 + 1 + 2  # table row, _materialized, _final, _only_byte
@@ -182,6 +186,9 @@ class TokenIndex:
             self._materialize(state)
             ids, states = [], []
             trie = self._trie
+            walker = native.walker_for(trie) if trie.depth else None
+            if walker is not None:
+                return walker.walk(state, self._native_tables, self._materialize_states, successors=True)
             if trie.depth:
                 self._walk_sparse(trie, self._table[state][trie.byte[0]], ids, states)
         if not ids:
@@ -255,7 +262,7 @@ class TokenIndex:
             return
         new_cap = max(need, min(cap * 2, self.max_states))
         per_row = self._table.itemsize * 256 + 4
-        room = (self.max_table_bytes - self._nbytes(0, len(self._masks), len(self._states) + 1)) // per_row
+        room = (self.max_table_bytes - self._nbytes(0, self._mask_arrays, len(self._states) + 1)) // per_row
         new_cap = max(need, min(new_cap, room))  # doubling stops at the byte limit rather than failing there
         table = np.full((new_cap, 256), DEAD, dtype=np.int32)
         table[:cap] = self._table
@@ -276,7 +283,7 @@ class TokenIndex:
         sid = len(self._states)
         if sid >= self.max_states:
             raise ConstraintTooComplexError("automaton states", self.max_states, "STRUCTGEN_MAX_STATES")
-        self._check_bytes(max(len(self._table), sid + 1), len(self._masks), sid + 1)
+        self._check_bytes(max(len(self._table), sid + 1), self._mask_arrays, sid + 1)
         self._grow(sid + 1)
         self._final[sid] = bool(self.automaton.is_final(state))
         self._states.append(state)
@@ -305,6 +312,15 @@ class TokenIndex:
     @property
     def _trie(self):
         return trie_of(self.vocab)  # built once per vocabulary, shared by every index
+
+    def _native_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._table, self._materialized
+
+    def _materialize_states(self, states: np.ndarray) -> None:
+        """Materialize each of (n,) distinct states (the native walk's pending ones), then check the deadline."""
+        for s in states.tolist():
+            self._materialize(s)
+        self._check_deadline()
 
     def _materialize_all(self, states: np.ndarray) -> None:
         known = self._materialized[states]  # (n,)
@@ -402,8 +418,22 @@ class TokenIndex:
         if m is not None:
             return m
         v = self.vocab
+        key = self._mask_key(state)
+        if key is not None:
+            shared = self._masks_by_key.get(key)
+            if shared is not None:  # e.g. the next character of a long counted string: nothing to walk
+                self._masks[state] = shared
+                self._version += 1
+                return shared
         trie = self._trie
         self._materialize(state)
+        walker = native.walker_for(trie) if trie.depth else None
+        if walker is not None:
+            mask = np.zeros(v.num_words, dtype=bitmask.DTYPE)
+            walker.walk(state, self._native_tables, self._materialize_states, mask=mask)
+            if self._final[state] and v.eos_token_ids.size:
+                mask |= bitmask.pack(v.eos_token_ids, v.vocab_size)
+            return self._keep_mask(state, mask, key)
         allowed = []
         if trie.depth:
             first = self._table[state][trie.byte[0]]  # (n_1,) state after each first byte
@@ -414,12 +444,22 @@ class TokenIndex:
         ids = np.concatenate(allowed) if allowed else np.zeros(0, dtype=np.int32)
         if self._final[state] and v.eos_token_ids.size:
             ids = np.concatenate([ids, v.eos_token_ids])
-        self._check_bytes(len(self._table), len(self._masks) + 1, len(self._states))
-        mask = bitmask.pack(ids, v.vocab_size)
+        return self._keep_mask(state, bitmask.pack(ids, v.vocab_size), key)
+
+    def _keep_mask(self, state: int, mask: np.ndarray, key=None) -> np.ndarray:
+        self._check_bytes(len(self._table), self._mask_arrays + 1, len(self._states))
         mask.flags.writeable = False
         self._masks[state] = mask
+        self._mask_arrays += 1
+        if key is not None:
+            self._masks_by_key[key] = mask
         self._version += 1
         return mask
+
+    def _mask_key(self, state: int):
+        """The automaton's mask key of `state` (states with equal keys have equal masks), or None without one."""
+        key_of = getattr(self.automaton, "mask_key", None)
+        return None if key_of is None else key_of(self._states[state], self.vocab.max_token_len)
 
     # ---- run-time checks (uniqueItems; structgen/fsm/unique_cursor.py) --------------------------------------
     # NOTE: only for automata with `run_time_checks` (the JSON Schema automaton of a schema with uniqueItems); they
@@ -571,6 +611,8 @@ class TokenIndex:
         self._only_byte = np.full(cap, _MANY_BYTES, dtype=np.int16)
         self._only_byte[:n] = snap["only_byte"]
         self._masks = dict(snap["masks"])
+        self._masks_by_key = {}  # NOTE: not saved; states reached after a restore build their keys' masks again
+        self._mask_arrays = len({id(m) for m in self._masks.values()})
         words = vocab.num_words
         for m in self._masks.values():
             if m.shape != (words,) or m.dtype != bitmask.DTYPE:

@@ -2,8 +2,8 @@
 
 One shared library holds them all: `cpu_skinny_gemm.c` (matmuls of a few rows, used by `cpu_gemm.skinny_linear`)
 and `cpu_paged_attention.c` (decode/verify attention straight from the KV blocks, used by `cpu_attention`). It is
-built once per source/compiler into `<STRUCTGEN_CACHE_DIR>/kernels/` (a second or two) and loaded with ctypes,
-which drops the GIL for each call. The OpenMP runtime it links is the one torch already loaded (same soname), so
+built once per source/compiler into `<STRUCTGEN_CACHE_DIR>/kernels/` (a second or two; structgen/native_build.py)
+and loaded with ctypes, which drops the GIL for each call. The OpenMP runtime it links is the one torch already loaded (same soname), so
 the kernels share torch's thread pool instead of adding a second one.
 
 `library()` returns None when the kernels cannot run here (no compiler, a CPU without AVX2/FMA, a failed build,
@@ -13,17 +13,11 @@ STRUCTGEN_CPU_KERNELS=0); callers then use torch, and `unavailable_reason()` say
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
-import shutil
-import subprocess
-import sysconfig
-import tempfile
 import threading
 from pathlib import Path
 
-from .. import settings
+from .. import native_build, settings
 
 log = logging.getLogger(__name__)
 
@@ -36,37 +30,6 @@ _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
 _unavailable_reason: str | None = None
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    if shutil.which(cc.split()[0]):
-        return cc
-    return shutil.which("cc") or shutil.which("gcc")
-
-
-def _build(cc: str) -> Path:
-    """Compile SOURCES into the cache (keyed by sources, headers, flags and compiler) unless it is already there."""
-    digest = hashlib.sha256(" ".join([cc, *CFLAGS]).encode())
-    for src in SOURCES + HEADERS:
-        digest.update(src.read_bytes())
-    out_dir = settings.cache_dir() / "kernels"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lib = out_dir / f"{LIB_PREFIX}{digest.hexdigest()[:16]}.so"
-    if lib.exists():
-        return lib
-    # Build to a private name, then rename: two processes starting at once never load a half-written file.
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        tmp_lib = Path(tmp) / lib.name
-        cmd = [*cc.split(), *CFLAGS, *map(str, SOURCES), "-o", str(tmp_lib)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
-        os.replace(tmp_lib, lib)
-    for old in out_dir.glob(f"{LIB_PREFIX}*.so"):  # builds of older sources (unlinking a loaded library is safe)
-        if old != lib:
-            old.unlink(missing_ok=True)
-    return lib
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -88,10 +51,10 @@ def library() -> ctypes.CDLL | None:
         try:
             if not settings.get("STRUCTGEN_CPU_KERNELS"):
                 raise RuntimeError("turned off by STRUCTGEN_CPU_KERNELS=0")
-            cc = _compiler()
+            cc = native_build.compiler()
             if cc is None:
                 raise RuntimeError("no C compiler (cc/gcc) on PATH")
-            path = _build(cc)
+            path = native_build.build_library(cc, SOURCES, HEADERS, CFLAGS, subdir="kernels", prefix=LIB_PREFIX)
             lib = ctypes.CDLL(str(path))
             if not lib.skinny_gemm_supported():
                 raise RuntimeError("this CPU lacks AVX2/FMA")

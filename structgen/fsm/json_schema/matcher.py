@@ -145,6 +145,12 @@ class SchemaAutomaton:
             out[b] = st
         return out
 
+    def mask_key(self, state, horizon: int):
+        """A key equal for states whose tokens of up to `horizon` bytes are allowed alike (see Node.mask_key): the
+        token index builds one mask per key. The continuations stay exact; only leaf frames may stand in."""
+        configs, final = state
+        return (frozenset((frame[0].mask_key(frame, horizon), cont) for frame, cont in configs), final)
+
     def min_bytes_to_final(self, state) -> int:
         """The fewest bytes that take `state` to a final state (0 if it is final).
 

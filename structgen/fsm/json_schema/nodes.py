@@ -37,6 +37,12 @@ class Node:
     def epsilon(self, frame: tuple) -> tuple:
         return ()
 
+    def mask_key(self, frame: tuple, horizon: int):
+        """A stand-in for `frame` that is equal for frames with the same next `horizon` bytes (the same byte strings
+        of up to `horizon` bytes live from them, through the same frames once they pop): the token layer shares one
+        mask between such states. The frame itself unless a node knows better (a counter far from its bounds)."""
+        return frame
+
 
 class _Never(Node):
     """The unsatisfiable node (never placed into a graph)."""

@@ -52,7 +52,8 @@ class JsonString(Node):
     """A JSON string whose decoded text the DFA accepts, with min_length <= len <= max_length (code points),
     and (if `exclude` is given) different from every name in `exclude`."""
 
-    __slots__ = ("dfa", "min_length", "max_length", "exclude", "_exclude_prefixes", "_cap", "_viable", "_walks",
+    __slots__ = ("dfa", "min_length", "max_length", "exclude", "_exclude_prefixes", "_next_chars", "_cap", "_viable",
+                 "_walks", "_one_char", "_templates",
                  "always_reads")
 
     def __init__(self, dfa: CharDFA, min_length: int, max_length: int | None, exclude=None):
@@ -62,8 +63,16 @@ class JsonString(Node):
         self.exclude = frozenset(exclude) if exclude else None
         self._exclude_prefixes = (frozenset(n[:i] for n in self.exclude for i in range(len(n) + 1))
                                   if self.exclude else frozenset())
+        # prefix of an excluded name -> the code points that extend it towards one (a scan of every prefix per byte
+        # range cost ~30% of materializing a key state of an object with many declared names)
+        self._next_chars: dict[str, tuple[int, ...]] = {}
+        for n in self.exclude or ():
+            for i in range(len(n)):
+                self._next_chars[n[:i]] = (*self._next_chars.get(n[:i], ()), ord(n[i]))
         self._cap = max_length if max_length is not None else min_length
         self._viable: dict = {}
+        self._one_char: dict = {}  # DFA state -> the DFA states one character away (sorted)
+        self._templates: dict = {}  # see _boundary_moves
         self._walks = walks_of(dfa)
         # NOTE: every frame this leaf makes is viable, so it has a move (a character or the closing quote) -- except
         # where an excluded name could be spelled in full with nothing after it. The matcher then need not build the
@@ -184,8 +193,7 @@ class JsonString(Node):
         """Could a character in [lo, hi] extend `decoded` towards an excluded name?"""
         if decoded is None:
             return False
-        return any(len(p) == len(decoded) + 1 and p.startswith(decoded) and lo <= ord(p[-1]) <= hi
-                   for p in self._exclude_prefixes)
+        return any(lo <= c <= hi for c in self._next_chars.get(decoded, ()))
 
     def _advance(self, s: int, count: int, decoded, cp: int):
         """The frame after reading code point cp, or None if that leaves no valid completion."""
@@ -204,12 +212,60 @@ class JsonString(Node):
         return (self, t, c, decoded, None)
 
     # ------------------------------------------------------------------------------ frame protocol
+    def mask_key(self, frame, horizon: int):
+        """With min_length met and more than `horizon` + the DFA's size characters left before max_length, the count
+        no longer matters within `horizon` bytes: a token completes at most `horizon` characters (the one in progress
+        included), and each DFA state it reaches still has its shortest way to a final state (under `num_states`
+        characters) inside the bound. So such frames share a key (and one mask) whatever their count."""
+        if (len(frame) == 5 and frame[3] is None and self.max_length is not None
+                and frame[2] >= self.min_length and self.max_length - frame[2] > horizon + self.dfa.num_states):
+            return (self, frame[1], "far", frame[4])
+        return frame
+
     def entry(self):
         return (self, None)
+
+    def _boundary_moves(self, s: int, count: int) -> dict:
+        """moves() between characters (no excluded name in reach), from a template per (DFA state, min_length met,
+        viability of each DFA state one character away): the moves of count c and c + 1 differ only in the count
+        their frames carry while those agree, so a long counted string builds the byte map once, not per count.
+        NOTE: the template is the slow path's own answer, taken apart; ~10x cheaper per new count."""
+        c = min(count + 1, self._cap) if self.max_length is None else count + 1
+        nexts = self._one_char.get(s)
+        if nexts is None:
+            nexts = self._one_char[s] = tuple(sorted(self.dfa.next_states_in_range(s, 0, 0x10FFFF)))
+        key = (s, count >= self.min_length, tuple(self.viable(t, c) for t in nexts))
+        groups = self._templates.get(key)
+        if groups is None:
+            groups = self._templates[key] = self._template(self._frame_moves_uncached((self, s, count, None, None)), count, c)
+        out: dict = {}
+        for part, data in groups:
+            if part is None:
+                frame = DONE_FRAME
+            else:
+                frame = (self, part[0], c if part[1] is None else count, None, part[1])
+            out.update(dict.fromkeys(data, frame))
+        return out
+
+    @staticmethod
+    def _template(moves: dict, count: int, c: int) -> tuple:
+        """((dfa state, pending) or None for the closing quote, bytes) groups of a boundary frame's moves."""
+        by: dict = {}
+        for b, frame in moves.items():
+            part = None if frame is DONE_FRAME else (frame[1], frame[4])
+            # every successor is a new character (count c, nothing pending) or a character begun (count, pending)
+            assert part is None or frame[2] == (c if frame[4] is None else count)
+            by.setdefault(part, []).append(b)
+        return tuple((part, tuple(data)) for part, data in by.items())
 
     def moves(self, frame) -> dict:
         if frame[1] is None:
             return {_QUOTE: (self, self.dfa.initial, 0, "" if self.exclude else None, None)}
+        if frame[4] is None and frame[3] is None:
+            return self._boundary_moves(frame[1], frame[2])
+        return self._frame_moves_uncached(frame)
+
+    def _frame_moves_uncached(self, frame) -> dict:
         _, s, count, decoded, pending = frame
         out = {}
         if pending is None:
