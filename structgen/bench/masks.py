@@ -48,22 +48,25 @@ def setup_worker(spec: str, structgen_options: dict, tokenizer_factory=None) -> 
     return _WorkerState(engine, row, tuple(sorted(tokenizer.eos_token_ids)))
 
 
-def _timed_fill(matcher, row: np.ndarray, times: list[float]) -> None:
+def _timed_fill(matcher, row: np.ndarray, times: list[float], firsts: list[bool] | None = None) -> None:
     row.fill(0)  # an engine that writes nothing must show as "nothing allowed", not as the previous mask
     t0 = time.perf_counter()
     matcher.fill_mask(row)
     times.append(time.perf_counter() - t0)
+    if firsts is not None:
+        firsts.append(matcher.first_visit())
 
 
 def walk_instance(compiled, token_ids: list[int], row: np.ndarray, eos_ids: tuple[int, ...],
-                  mask_times: list[float]) -> tuple[bool, int | None]:
-    """(accepted, index of the first refused token or len(tokens) when EOS was refused at the end)."""
+                  mask_times: list[float], firsts: list[bool] | None = None) -> tuple[bool, int | None]:
+    """(accepted, index of the first refused token or len(tokens) when EOS was refused at the end). With `firsts`
+    (engines whose matcher has first_visit), whether each fill met a new state goes there beside its time."""
     matcher = compiled.matcher()
     for i, token in enumerate(token_ids):
-        _timed_fill(matcher, row, mask_times)
+        _timed_fill(matcher, row, mask_times, firsts)
         if not token_allowed(row, token) or not matcher.advance(token):
             return False, i
-    _timed_fill(matcher, row, mask_times)
+    _timed_fill(matcher, row, mask_times, firsts)
     if any(token_allowed(row, e) for e in eos_ids):
         return True, None
     return False, len(token_ids)
@@ -80,15 +83,17 @@ def run_schema(state: _WorkerState, task: dict) -> dict:
                 "ttfm_s": None, "mask_times": []}
     ttfm = time.perf_counter() - t0
     mask_times: list[float] = []
+    firsts: list[bool] | None = [] if hasattr(compiled.matcher(), "first_visit") else None
     walks = []
     try:
         for token_ids, valid in zip(task["tokens"], task["valid"]):
-            accepted, refused_at = walk_instance(compiled, token_ids, state.row, state.eos_ids, mask_times)
+            accepted, refused_at = walk_instance(compiled, token_ids, state.row, state.eos_ids, mask_times, firsts)
             walks.append({"valid": valid, "accepted": accepted, "refused_at": refused_at})
     except Exception as e:
         return {"status": "error", "error": f"{type(e).__name__} while walking: {e}"[:500], "ttfm_s": ttfm,
-                "mask_times": mask_times, "walks": walks}
-    return {"status": classify(walks), "ttfm_s": ttfm, "mask_times": mask_times, "walks": walks}
+                "mask_times": mask_times, "mask_first": firsts, "walks": walks}
+    return {"status": classify(walks), "ttfm_s": ttfm, "mask_times": mask_times, "mask_first": firsts,
+            "walks": walks}
 
 
 def classify(walks: list[dict]) -> str:
@@ -110,6 +115,8 @@ class EngineRun:
     unavailable: str | None = None
     rows: list[dict] = field(default_factory=list)
     mask_times: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))  # split -> arrays
+    # all fills' first-visit flags in the order of mask_times, or None for an engine that does not report them
+    mask_first: list[np.ndarray] | None = field(default_factory=list)
 
 
 def make_tasks(cases: list[SchemaCase], tokenizer) -> list[dict]:
@@ -139,7 +146,13 @@ def run_engine(spec: str, tasks: list[dict], *, timeout_s: float, jobs: int = 1,
             task = tasks[index]
             run.rows.append(_row(spec, task, outcome))
             if outcome.kind == "result" and outcome.payload["mask_times"]:
-                run.mask_times[task["split"]].append(np.asarray(outcome.payload["mask_times"], dtype=np.float64))
+                times = np.asarray(outcome.payload["mask_times"], dtype=np.float64)
+                run.mask_times[task["split"]].append(times)
+                firsts = outcome.payload.get("mask_first")
+                if firsts is None:
+                    run.mask_first = None
+                elif run.mask_first is not None:
+                    run.mask_first.append(np.stack([times, np.asarray(firsts, dtype=np.float64)]))  # (2, n)
             if bar:
                 bar.update(1)
     except EngineUnavailableError as e:
@@ -192,6 +205,17 @@ def summarize_run(run: EngineRun) -> tuple[dict, dict[str, dict]]:
     return overall, per_split
 
 
+def first_visit_split(run: EngineRun) -> dict | None:
+    """{"first": summary, "cached": summary} of the fills that met a new state and of the rest (None: the engine
+    does not say which is which)."""
+    if not run.mask_first:
+        return None
+    both = np.concatenate(run.mask_first, axis=1)  # (2, n): times, first-visit flags
+    first = both[1] > 0
+    return {"first": stats.summarize(both[0][first], TBM_QUANTILES),
+            "cached": stats.summarize(both[0][~first], TBM_QUANTILES)}
+
+
 def render_markdown(runs: list[EngineRun], header: dict) -> str:
     reference = next((r for r in runs if r.engine == "structgen" and not r.unavailable), None)
     ref_summary = summarize_run(reference)[0] if reference else None
@@ -225,11 +249,27 @@ def render_markdown(runs: list[EngineRun], header: dict) -> str:
     split_rows.sort(key=lambda r: r[0])
     split_headers = ["split", "engine", "schemas", "passing", "compile err", "validation err", "invalidation err",
                      "timeout", "error", "TTFM p50 ms", "TTFM p90 ms", "TBM avg µs", "TBM p99 µs"]
+    split_lines = []
+    for run in runs:
+        fv = None if run.unavailable else first_visit_split(run)
+        if fv is None:
+            continue
+        total = fv["first"]["n"] + fv["cached"]["n"]
+        split_lines += [[run.engine, kind, part["n"], stats.fmt_pct(part["n"], total),
+                         stats.fmt(part["avg"] * part["n"] / max(total, 1), us), stats.fmt(part["avg"], us),
+                         stats.fmt(part["p50"], us), stats.fmt(part["p99"], us), stats.fmt(part["p99.9"], us)]
+                        for kind, part in (("first visit", fv["first"]), ("cached", fv["cached"]))]
+    first_visits = ["", "### First visits and cached masks", "",
+                    "A first visit is a fill that meets a state with no mask yet (it is built then, or shared with an "
+                    "equivalent state's); cached, one already built. \"share of avg\" is each kind's part of the "
+                    "TBM avg above. Only engines that keep masks per state say which is which.", "",
+                    markdown_table(["engine", "fills", "n", "share", "share of avg µs", "avg µs", "p50 µs", "p99 µs",
+                                    "p99.9 µs"], split_lines)] if split_lines else []
     parts = ["## Mask benchmark", header_markdown(header), "",
              "TTFM: compile + first mask, over schemas that compiled in time. TBM: one mask fill, over every "
              "token of every instance walk of the schemas that finished (a timed-out schema's masks go with its "
              "worker). Ratios: engine / structgen (lower is faster).", "",
-             markdown_table(headers, lines), *(["", *notes] if notes else []),
+             markdown_table(headers, lines), *(["", *notes] if notes else []), *first_visits,
              "", "### Per split", "", markdown_table(split_headers, split_rows)]
     return "\n".join(parts) + "\n"
 
@@ -244,6 +284,7 @@ def write_outputs(runs: list[EngineRun], header: dict, out_dir: Path) -> dict[st
             continue
         overall, per_split = summarize_run(run)
         records.append({"type": "engine", "engine": run.engine, **overall,
+                        "tbm_by_visit": first_visit_split(run),
                         "per_split": {k: v for k, v in sorted(per_split.items())}})
         records += [{"type": "schema", **r} for r in run.rows]
     paths = {"jsonl": out_dir / "results.jsonl", "markdown": out_dir / "summary.md"}

@@ -30,6 +30,9 @@ class EngineUnavailable(RuntimeError):
 
 
 class Matcher(Protocol):
+    """`first_visit() -> bool` is optional: an engine that keeps masks per state says whether the last fill met a new
+    one (bench masks then reports first-visit and cached fills apart)."""
+
     def fill_mask(self, row: np.ndarray) -> None: ...
 
     def advance(self, token_id: int) -> bool: ...
@@ -62,15 +65,23 @@ class _StructgenCompiled:
         self._compiled = compiled
 
     def matcher(self) -> "_StructgenMatcher":
-        return _StructgenMatcher(self._compiled.cursor())
+        return _StructgenMatcher(self._compiled.cursor(), self._compiled.index)
 
 
 class _StructgenMatcher:
-    def __init__(self, cursor):
+    def __init__(self, cursor, index):
         self._cursor = cursor
+        self._index = index
+        self._first = False
 
     def fill_mask(self, row: np.ndarray) -> None:
+        before = self._index.num_masks
         self._cursor.fill_bitmask(row)
+        self._first = self._index.num_masks > before
+
+    def first_visit(self) -> bool:
+        """Whether the last fill_mask met a state with no mask yet (its mask built, or shared by key, then)."""
+        return self._first
 
     def advance(self, token_id: int) -> bool:
         return bool(self._cursor.advance(token_id))

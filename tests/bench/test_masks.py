@@ -154,3 +154,26 @@ def test_structgen_passes_tiny_schemas_through_its_public_api(tiny_tasks):
     assert run.unavailable is None
     assert [r["status"] for r in run.rows] == ["passing"] * 3
     assert summarize_run(run)[0]["tbm"]["n"] == sum(r["n_masks"] for r in run.rows) > 0
+
+
+def test_structgen_fills_are_split_into_first_visits_and_cached(tiny_tasks):
+    from structgen.bench.masks import first_visit_split
+
+    run = run_engine("structgen", tiny_tasks + tiny_tasks[:1], timeout_s=120, progress=False,
+                     structgen_options={"extra_properties": True})
+    split = first_visit_split(run)
+    assert split["first"]["n"] + split["cached"]["n"] == summarize_run(run)[0]["tbm"]["n"]
+    # every walk of a schema starts on masks built by its compile or an earlier walk: some fills are cached, and
+    # the first walk of each schema meets new states
+    assert split["first"]["n"] > 0 and split["cached"]["n"] > 0
+    md = render_markdown([run], {"command": "x", "date": "d", "commit": "c", "cpu": "c", "cores": 1, "gpu": "-"})
+    assert "### First visits and cached masks" in md and "| structgen | first visit |" in md
+
+
+def test_engines_without_first_visit_get_no_split(tiny_tasks):
+    from structgen.bench.masks import first_visit_split
+
+    run = run_engine(_spec("OracleEngine"), tiny_tasks, timeout_s=30, progress=False)
+    assert first_visit_split(run) is None
+    assert "First visits" not in render_markdown([run], {"command": "x", "date": "d", "commit": "c", "cpu": "c",
+                                                         "cores": 1, "gpu": "-"})
