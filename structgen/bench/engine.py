@@ -263,7 +263,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--kv-mib", type=int, default=1024, help="our KV pool in MiB")
     p.add_argument("--data-dir", type=Path, default=None, help="test data folder (default: ../shared/data)")
-    p.add_argument("--overlap", action="store_true", help="fill masks while the forward runs")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="fill masks while the forward runs (default: the engine's default, on)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -294,11 +295,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device, dtype)
     engines = {}
     kv_bytes = args.kv_mib << 20
+    overlap = {} if args.overlap is None else {"overlap_mask_fill": args.overlap}  # None: EngineConfig's default
     for name, (_, overrides) in OURS.items():
         if name in systems:
             engines[name] = LLMEngine(EngineConfig(kv_cache_bytes=kv_bytes, device=device.type,
                                                    dtype=str(dtype).removeprefix("torch."),
-                                                   max_num_seqs=max(levels), overlap_mask_fill=args.overlap,
+                                                   max_num_seqs=max(levels), **overlap,
                                                    max_num_batched_tokens=max(2048, max(levels)), **overrides),
                                       model, tok)
     hf_model = hf_tok = lltok = None
