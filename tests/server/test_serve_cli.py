@@ -16,7 +16,7 @@ from structgen.server.config import ServerConfig
 ENGINE = dict(model="/models/m", device="cpu", dtype="bfloat16", kv_cache_bytes=1 << 20, block_size=32,
               max_num_seqs=8, max_num_batched_tokens=512, max_model_len=2048, compile_workers=3,
               compile_isolation="thread", compile_queue=5, compile_per_client=2,
-              enable_prefix_cache=False, overlap_mask_fill=True, forced_runs=False, speculation="draft_model",
+              enable_prefix_cache=False, overlap_mask_fill=False, forced_runs=False, speculation="draft_model",
               num_speculative_tokens=6, draft_model="/models/small", seed=7, num_threads=2)
 SERVER = dict(host="0.0.0.0", port=0, http_port=8123, max_queue=9, default_max_tokens=100, max_tokens_limit=200,
               max_request_bytes=1000, max_response_bytes=2000, api_keys=frozenset({"k1", "k2"}), metrics_port=9100,
