@@ -1,4 +1,4 @@
-"""Compiling a C source set into a cached shared library, once per source/flags/compiler.
+"""Compiling a C source set into a cached shared library, once per source/flags/compiler, and loading it once.
 
 Used by the CPU kernels (structgen/kernels/native.py) and the token-index walker (structgen/fsm/native.py). A library
 lives in `<STRUCTGEN_CACHE_DIR>/<subdir>/<prefix><digest>.so`; the digest covers the compiler, the flags and every
@@ -8,14 +8,18 @@ source and header byte, so an edited source is rebuilt and a stale build is neve
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
 import sysconfig
 import tempfile
+import threading
 from pathlib import Path
 
 from . import settings
+
+log = logging.getLogger(__name__)
 
 
 def compiler() -> str | None:
@@ -49,3 +53,57 @@ def build_library(cc: str, sources: list[Path], headers: list[Path], cflags: lis
         if old != lib:
             old.unlink(missing_ok=True)
     return lib
+
+
+class NativeLibrary:
+    """A C library built and loaded once per process, on first use, or the reason it cannot be.
+
+    Args:
+        what: how log lines name it ("native CPU kernels"). fallback: what runs instead, for the warning.
+        switch: the STRUCTGEN_* boolean setting that turns it off. load(path) -> ctypes.CDLL: load the built file,
+            check it runs on this CPU and declare its functions (raise to refuse).
+        sources, headers, cflags, subdir, prefix: as build_library takes them.
+    """
+
+    def __init__(self, what: str, fallback: str, switch: str, load, sources: list[Path], headers: list[Path],
+                 cflags: list[str], *, subdir: str, prefix: str):
+        self.what, self.fallback, self.switch, self._load = what, fallback, switch, load
+        self._build_args = (sources, headers, cflags)
+        self._subdir, self._prefix = subdir, prefix
+        self._lock = threading.Lock()
+        self._lib = None
+        self._tried = False
+        self._reason: str | None = None
+
+    def get(self):
+        """The loaded library (built on the first call), or None where it cannot run (see reason())."""
+        if self._tried:
+            return self._lib
+        with self._lock:
+            if self._tried:
+                return self._lib
+            try:
+                if not settings.get(self.switch):
+                    raise RuntimeError(f"turned off by {self.switch}=0")
+                cc = compiler()
+                if cc is None:
+                    raise RuntimeError("no C compiler (cc/gcc) on PATH")
+                path = build_library(cc, *self._build_args, subdir=self._subdir, prefix=self._prefix)
+                self._lib = self._load(path)
+                log.info("%s loaded from %s", self.what, path)
+            except Exception as e:  # any failure leaves the fallback in charge; say why once
+                self._reason = str(e)
+                (log.info if not settings.get(self.switch) else log.warning)(
+                    "%s unavailable, %s: %s", self.what, self.fallback, e)
+            self._tried = True
+        return self._lib
+
+    def reason(self) -> str | None:
+        """Why get() returns None (None when it does not)."""
+        self.get()
+        return self._reason
+
+    def reset(self) -> None:
+        """Forget the outcome, so the next get() tries again (tests that flip the switch)."""
+        with self._lock:
+            self._lib, self._tried, self._reason = None, False, None

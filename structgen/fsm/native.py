@@ -12,7 +12,6 @@ returns None where the library cannot be built or STRUCTGEN_NATIVE_MASKS=0; the 
 from __future__ import annotations
 
 import ctypes
-import logging
 import threading
 import weakref
 from dataclasses import dataclass
@@ -21,52 +20,35 @@ from typing import Callable
 
 import numpy as np
 
-from .. import native_build, settings
+from .. import native_build
 from .token_trie import TokenTrie
-
-log = logging.getLogger(__name__)
 
 SOURCES = [Path(__file__).with_name("trie_walk.c")]
 CFLAGS = ["-O3", "-fPIC", "-shared"]
 LIB_PREFIX = "structgen_fsm-"
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
-_unavailable_reason: str | None = None
+
+def _load(path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    p, n = ctypes.c_void_p, ctypes.c_long
+    lib.trie_walk.argtypes = [p] * 7 + [p, p, n] + [p] + [p, p, p, n] + [p, p, n] + [p] * 4
+    lib.trie_walk.restype = n
+    return lib
+
+
+_LIBRARY = native_build.NativeLibrary("native mask walker", "masks are built with numpy (slower)",
+                                      "STRUCTGEN_NATIVE_MASKS", _load, SOURCES, [], CFLAGS, subdir="fsm",
+                                      prefix=LIB_PREFIX)
+_lock = threading.Lock()  # guards _walkers
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded walker, built on the first call; None where it cannot run (see unavailable_reason())."""
-    global _lib, _tried, _unavailable_reason
-    if _tried:
-        return _lib
-    with _lock:
-        if _tried:
-            return _lib
-        try:
-            if not settings.get("STRUCTGEN_NATIVE_MASKS"):
-                raise RuntimeError("turned off by STRUCTGEN_NATIVE_MASKS=0")
-            cc = native_build.compiler()
-            if cc is None:
-                raise RuntimeError("no C compiler (cc/gcc) on PATH")
-            lib = ctypes.CDLL(str(native_build.build_library(cc, SOURCES, [], CFLAGS, subdir="fsm",
-                                                              prefix=LIB_PREFIX)))
-            p, n = ctypes.c_void_p, ctypes.c_long
-            lib.trie_walk.argtypes = [p] * 7 + [p, p, n] + [p] + [p, p, p, n] + [p, p, n] + [p] * 4
-            lib.trie_walk.restype = n
-            _lib = lib
-        except Exception as e:  # the numpy walk stays in charge; say why once
-            _unavailable_reason = str(e)
-            (log.info if not settings.get("STRUCTGEN_NATIVE_MASKS") else log.warning)(
-                "native mask walker unavailable, masks are built with numpy (slower): %s", e)
-        _tried = True
-    return _lib
+    return _LIBRARY.get()
 
 
 def unavailable_reason() -> str | None:
-    library()
-    return _unavailable_reason
+    return _LIBRARY.reason()
 
 
 def _ptr(a: np.ndarray) -> int:

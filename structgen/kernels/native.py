@@ -13,61 +13,36 @@ STRUCTGEN_CPU_KERNELS=0); callers then use torch, and `unavailable_reason()` say
 from __future__ import annotations
 
 import ctypes
-import logging
-import threading
 from pathlib import Path
 
-from .. import native_build, settings
-
-log = logging.getLogger(__name__)
+from .. import native_build
 
 SOURCES = [Path(__file__).with_name("cpu_skinny_gemm.c"), Path(__file__).with_name("cpu_paged_attention.c")]
 HEADERS = [Path(__file__).with_name("cpu_simd.h")]  # included by the sources: part of the build key
 CFLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]
 LIB_PREFIX = "structgen_cpu-"
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
-_unavailable_reason: str | None = None
 
-
-def _declare(lib: ctypes.CDLL) -> None:
+def _load(path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    if not lib.skinny_gemm_supported():
+        raise RuntimeError("this CPU lacks AVX2/FMA")
     p, n, i, f = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
     lib.skinny_gemm.argtypes = [p, n, n, p, n, p, i]
     lib.skinny_gemm.restype = None
     lib.paged_attention_rows.argtypes = [p, n, n, p, p, n, p, n, i, p, p, p, n, i, i, i, f, p, n, n, i]
     lib.paged_attention_rows.restype = None
+    return lib
+
+
+_LIBRARY = native_build.NativeLibrary("native CPU kernels", "CPU decode steps use torch (slower)",
+                                      "STRUCTGEN_CPU_KERNELS", _load, SOURCES, HEADERS, CFLAGS, subdir="kernels",
+                                      prefix=LIB_PREFIX)
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, built on the first call; None where they cannot run (see unavailable_reason())."""
-    global _lib, _tried, _unavailable_reason
-    if _tried:
-        return _lib
-    with _lock:
-        if _tried:
-            return _lib
-        try:
-            if not settings.get("STRUCTGEN_CPU_KERNELS"):
-                raise RuntimeError("turned off by STRUCTGEN_CPU_KERNELS=0")
-            cc = native_build.compiler()
-            if cc is None:
-                raise RuntimeError("no C compiler (cc/gcc) on PATH")
-            path = native_build.build_library(cc, SOURCES, HEADERS, CFLAGS, subdir="kernels", prefix=LIB_PREFIX)
-            lib = ctypes.CDLL(str(path))
-            if not lib.skinny_gemm_supported():
-                raise RuntimeError("this CPU lacks AVX2/FMA")
-            _declare(lib)
-            _lib = lib
-            log.info("native CPU kernels loaded from %s", path)
-        except Exception as e:  # any failure leaves torch in charge; say why once
-            _unavailable_reason = str(e)
-            turned_off = not settings.get("STRUCTGEN_CPU_KERNELS")
-            (log.info if turned_off else log.warning)(
-                "native CPU kernels unavailable, CPU decode steps use torch (slower): %s", e)
-        _tried = True
-    return _lib
+    return _LIBRARY.get()
 
 
 def available() -> bool:
@@ -76,8 +51,7 @@ def available() -> bool:
 
 
 def unavailable_reason() -> str | None:
-    library()
-    return _unavailable_reason
+    return _LIBRARY.reason()
 
 
 if __name__ == "__main__":  # `python -m structgen.kernels.native`: build now and say what CPU steps will use

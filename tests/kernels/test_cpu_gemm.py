@@ -101,9 +101,9 @@ def test_switched_off_by_the_setting(tmp_path):
 @needs_native
 def test_builds_into_the_cache_dir_once(tmp_path):
     # a fresh cache: the first process compiles, a second one loads the same file without compiling
-    code = ("from structgen.kernels import cpu_gemm, native; import torch; "
+    code = ("from structgen import settings; from structgen.kernels import cpu_gemm; import torch; "
             "y = cpu_gemm.skinny_linear(torch.ones(2, 8), torch.ones(3, 8)); assert y is not None and "
-            "bool((y == 8).all()); print(sorted(p.name for p in (native.settings.cache_dir() / 'kernels').iterdir()))")
+            "bool((y == 8).all()); print(sorted(p.name for p in (settings.cache_dir() / 'kernels').iterdir()))")
     env = {"STRUCTGEN_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
