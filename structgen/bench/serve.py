@@ -22,6 +22,7 @@ from pathlib import Path
 from . import stats
 from .cases import ExtractionItem, default_data_dir, load_extraction
 from .report import header_markdown, markdown_table, run_header, write_jsonl
+from .scoring import check_json
 
 LATENCY_QUANTILES = (50, 95, 99)
 
@@ -60,17 +61,6 @@ class RequestResult:
     output_tokens: int = 0
     valid: bool | None = None   # None when there was no output to check
     finish_reason: str | None = None    # "stop" | "length" (cut by max_tokens: not complete JSON)
-
-
-def check_json(schema: dict, text: str) -> bool:
-    import jsonschema
-
-    try:
-        value = json.loads(text)
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        return cls(schema, format_checker=cls.FORMAT_CHECKER).is_valid(value)
-    except Exception:
-        return False
 
 
 def _status_of(e: BaseException) -> str:
