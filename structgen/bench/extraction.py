@@ -24,8 +24,7 @@ from ..client.extraction import EXTRACT_SAMPLING_DEFAULTS
 from . import stats
 from .cases import ExtractionItem, default_data_dir, load_extraction
 from .report import header_markdown, markdown_table, run_header, write_jsonl
-from .scoring import (FINISH_REASONS, ItemResult, acceptable_of, check_json, failed, field_scores,  # noqa: F401
-                      json_equal, score, summarize)
+from .scoring import FINISH_REASONS, ItemResult, failed, score, summarize
 from .serve import _start_local_server, _status_of
 
 DEFAULT_DATASETS = ("extraction", "documents")

@@ -9,8 +9,8 @@ import pytest
 
 from structgen._proto import structgen_pb2 as pb
 from structgen.bench.cases import ExtractionItem, load_extraction
-from structgen.bench.extraction import (DEFAULT_DATASETS, FINISH_REASONS, dataset_path, failed, field_scores,
-                                        json_equal, parse_params, render_markdown, run_dataset, score, summarize)
+from structgen.bench.extraction import DEFAULT_DATASETS, dataset_path, parse_params, render_markdown, run_dataset
+from structgen.bench.scoring import FINISH_REASONS, failed, field_scores, json_equal, score, summarize
 from structgen.bench.report import read_jsonl
 from structgen.cli import main
 
