@@ -10,6 +10,7 @@ import grpc
 
 from .._proto import structgen_pb2 as pb
 from . import batch, wire
+from .balancer import Replica, failover_worthy, first_answer
 from .base import BaseClient
 from .batch import ExtractResult
 from .errors import from_rpc_error
@@ -18,12 +19,21 @@ from .wire import Compiled, Completion, Delta
 
 
 class AsyncClient(BaseClient):
-    """asyncio client (grpc.aio). Arguments as BaseClient: `AsyncClient("host:port", api_key=None, timeout=None)`."""
+    """asyncio client (grpc.aio). Arguments as BaseClient: `AsyncClient("host:port", api_key=None, timeout=None)`;
+    several replicas: `AsyncClient(["h1:p1", "h2:p2"], balance="affinity")`."""
 
     _grpc = grpc.aio
 
+    def _replica(self, target: str, channel) -> Replica:
+        # NOTE: try_to_connect, so a channel left IDLE (never used, or idle past grpc's timeout) reconnects.
+        channel.get_state(try_to_connect=True)
+        return Replica(target, channel, lambda: channel.get_state(try_to_connect=True))
+
     async def close(self):
-        await self._channel.close()
+        if self._balancer is None:
+            await self._channel.close()
+            return
+        await asyncio.gather(*(r.channel.close() for r in self._balancer.replicas))
 
     async def __aenter__(self):
         return self
@@ -32,11 +42,31 @@ class AsyncClient(BaseClient):
         await self.close()
 
     async def _unary(self, call: wire.Call, timeout: float | None):
+        if self._balancer is not None:
+            return await self._failover(call, timeout)
         try:
             response = await self._method(call.rpc)(call.request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             return call.failed(e)
         return call.parse(response)
+
+    async def _failover(self, call: wire.Call, timeout: float | None):
+        """As Client._failover."""
+        attempts = self._balancer.attempts(wire.affinity_key(call.request), timeout)
+        for replica, left in attempts:
+            error = None
+            attempts.started(replica)
+            try:
+                response = await replica.method(call.rpc)(call.request, timeout=left, metadata=self._metadata)
+            except grpc.RpcError as e:
+                error = e
+            finally:  # also when the caller is interrupted or cancelled: the call is no longer in flight there
+                attempts.finished(replica, error)
+            if error is None:
+                return call.parse(response)
+            if not attempts.retry(error):
+                return call.failed(error)
+        raise AssertionError("unreachable: Attempts.retry is False on the plan's last replica")  # pragma: no cover
 
     async def generate(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Completion:
         """As Client.generate."""
@@ -44,27 +74,77 @@ class AsyncClient(BaseClient):
 
     async def stream(self, prompt: str | None = None, *, timeout: float | None = None,
                      **kwargs) -> AsyncIterator[Delta]:
-        """As Client.stream; closing the iterator early cancels the request on the server."""
+        """As Client.stream (failover only before the first delta); closing the iterator early cancels the
+        request on the server."""
         request = wire.build_request(prompt, **kwargs)
-        call = self._method(wire.GENERATE_STREAM)(request, metadata=self._metadata, timeout=self._deadline(timeout))
-        try:
-            async for r in call:
-                yield wire.delta(r, request.sampling.logprobs)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
-        finally:
-            call.cancel()
+        if self._balancer is None:
+            call = self._method(wire.GENERATE_STREAM)(request, metadata=self._metadata,
+                                                      timeout=self._deadline(timeout))
+            try:
+                async for r in call:
+                    yield wire.delta(r, request.sampling.logprobs)
+            except grpc.RpcError as e:
+                raise from_rpc_error(e) from None
+            finally:
+                call.cancel()
+            return
+        attempts = self._balancer.attempts(wire.affinity_key(request), self._deadline(timeout))
+        for replica, left in attempts:
+            call = replica.method(wire.GENERATE_STREAM)(request, metadata=self._metadata, timeout=left)
+            attempts.started(replica)
+            error, answered = None, False
+            try:
+                async for r in call:
+                    answered = True
+                    yield wire.delta(r, request.sampling.logprobs)
+                return
+            except grpc.RpcError as e:
+                error = e
+                if answered or not attempts.retry(e):
+                    raise from_rpc_error(e) from None
+            finally:
+                attempts.finished(replica, error)
+                call.cancel()
 
     async def compile(self, *, json_schema=None, regex=None, choices=None, allow_extra_properties=False,
                       property_order: str | None = None, timeout: float | None = None) -> Compiled:
+        """As Client.compile (on every reachable replica when there are several)."""
         call = wire.compile_call(json_schema, regex, choices, allow_extra_properties, property_order)
-        return await self._unary(call, self._deadline(timeout))
+        if self._balancer is None:
+            return await self._unary(call, self._deadline(timeout))
+        replicas = self._balancer.plan(wire.affinity_key(call.request))
+        outcomes = await asyncio.gather(*(self._outcome(r, call, self._deadline(timeout)) for r in replicas))
+        return first_answer(list(outcomes))
+
+    async def _outcome(self, replica, call: wire.Call, timeout: float | None):
+        """`call` on one replica: its value, or the exception it raised."""
+        error = None
+        self._balancer.started(replica)
+        try:
+            response = await replica.method(call.rpc)(call.request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            error = e
+        finally:
+            self._balancer.finished(replica, error is not None and failover_worthy(error))
+        if error is not None:
+            try:
+                return call.failed(error)
+            except Exception as typed:
+                return typed
+        return call.parse(response)
 
     async def server_info(self, timeout: float | None = None) -> pb.ServerInfo:
+        """As Client.server_info."""
         return await self._unary(wire.server_info_call(), self._deadline(timeout))
 
     async def health(self, service: str = "", timeout: float | None = 5.0) -> bool:
-        return await self._unary(wire.health_call(service), timeout)
+        """As Client.health (with several replicas: True if one of them serves)."""
+        if self._balancer is None:
+            return await self._unary(wire.health_call(service), timeout)
+        for replica in self._balancer.plan(None):
+            if await self._outcome(replica, wire.health_call(service), timeout) is True:
+                return True
+        return False
 
     async def extract(self, text: str, schema, instructions: str | None = None, *, max_tokens: int | None = None,
                       timeout: float | None = None, **sampling):

@@ -18,6 +18,7 @@ import grpc
 
 from .._proto import structgen_pb2 as pb
 from . import batch, wire
+from .balancer import Replica, failover_worthy, first_answer
 from .base import BaseClient
 from .batch import ExtractResult
 from .errors import from_rpc_error
@@ -26,12 +27,26 @@ from .wire import Compiled, Completion, Delta
 
 
 class Client(BaseClient):
-    """Blocking client; thread-safe. Arguments as BaseClient: `Client("host:port", api_key=None, timeout=None)`."""
+    """Blocking client; thread-safe. Arguments as BaseClient: `Client("host:port", api_key=None, timeout=None)`;
+    several replicas: `Client(["h1:p1", "h2:p2"], balance="affinity")` (a failed call is sent on to the next)."""
 
     _grpc = grpc
 
+    def _replica(self, target: str, channel) -> Replica:
+        # NOTE: grpc's sync Channel has no public get_state, and its subscribe() polls in a thread that races
+        # close() ("Cannot monitor channel state: Channel closed!", grpc issue 3064's poller): the cygrpc
+        # channel's own check (what that poller calls, and grpc.aio's get_state) reads the state without a thread.
+        check = channel._channel.check_connectivity_state
+        names = grpc._common.CYGRPC_CONNECTIVITY_STATE_TO_CHANNEL_CONNECTIVITY
+        check(True)  # start connecting now, not on the first call
+        return Replica(target, channel, lambda: names[check(True)])
+
     def close(self):
-        self._channel.close()
+        if self._balancer is None:
+            self._channel.close()
+            return
+        for replica in self._balancer.replicas:
+            replica.channel.close()
 
     def __enter__(self):
         return self
@@ -40,11 +55,31 @@ class Client(BaseClient):
         self.close()
 
     def _unary(self, call: wire.Call, timeout: float | None):
+        if self._balancer is not None:
+            return self._failover(call, timeout)
         try:
             response = self._method(call.rpc)(call.request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             return call.failed(e)
         return call.parse(response)
+
+    def _failover(self, call: wire.Call, timeout: float | None):
+        """`call` on the replicas of its plan in turn, until one answers or refuses for good (balancer.py)."""
+        attempts = self._balancer.attempts(wire.affinity_key(call.request), timeout)
+        for replica, left in attempts:
+            error = None
+            attempts.started(replica)
+            try:
+                response = replica.method(call.rpc)(call.request, timeout=left, metadata=self._metadata)
+            except grpc.RpcError as e:
+                error = e
+            finally:  # also when the caller is interrupted or cancelled: the call is no longer in flight there
+                attempts.finished(replica, error)
+            if error is None:
+                return call.parse(response)
+            if not attempts.retry(error):
+                return call.failed(error)
+        raise AssertionError("unreachable: Attempts.retry is False on the plan's last replica")  # pragma: no cover
 
     def generate(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Completion:
         """One completion (`.choices` holds all `n`). kwargs: messages, system, json_schema | regex | choices |
@@ -55,9 +90,32 @@ class Client(BaseClient):
 
     def stream(self, prompt: str | None = None, *, timeout: float | None = None, **kwargs) -> Iterator[Delta]:
         """Text deltas as they are generated (with n > 1, of every choice interleaved: `Delta.index`); closing
-        the iterator early cancels the request on the server."""
+        the iterator early cancels the request on the server. With several replicas, a stream refused before its
+        first delta goes to the next replica; one that breaks after it raises (its deltas cannot be taken back)."""
         request = wire.build_request(prompt, **kwargs)
-        call = self._method(wire.GENERATE_STREAM)(request, metadata=self._metadata, timeout=self._deadline(timeout))
+        if self._balancer is None:
+            yield from self._stream_on(self._method(wire.GENERATE_STREAM), request, self._deadline(timeout))
+            return
+        attempts = self._balancer.attempts(wire.affinity_key(request), self._deadline(timeout))
+        for replica, left in attempts:
+            call = replica.method(wire.GENERATE_STREAM)(request, metadata=self._metadata, timeout=left)
+            attempts.started(replica)
+            error, answered = None, False
+            try:
+                for r in call:
+                    answered = True
+                    yield wire.delta(r, request.sampling.logprobs)
+                return
+            except grpc.RpcError as e:
+                error = e
+                if answered or not attempts.retry(e):
+                    raise from_rpc_error(e) from None
+            finally:
+                attempts.finished(replica, error)
+                call.cancel()
+
+    def _stream_on(self, method, request, timeout: float | None) -> Iterator[Delta]:
+        call = method(request, metadata=self._metadata, timeout=timeout)
         try:
             for r in call:
                 yield wire.delta(r, request.sampling.logprobs)
@@ -68,16 +126,44 @@ class Client(BaseClient):
 
     def compile(self, *, json_schema=None, regex=None, choices=None, allow_extra_properties=False,
                 property_order: str | None = None, timeout: float | None = None) -> Compiled:
+        """Compile a constraint on the server: pass `.id` as `compiled_id=` later. With several replicas it is
+        compiled on each one reachable (in parallel), so the id works on whichever replica a later call picks
+        (the id is the same everywhere); a replica down now answers NOT_FOUND for it later."""
         call = wire.compile_call(json_schema, regex, choices, allow_extra_properties, property_order)
-        return self._unary(call, self._deadline(timeout))
+        if self._balancer is None:
+            return self._unary(call, self._deadline(timeout))
+        replicas = self._balancer.plan(wire.affinity_key(call.request))
+        with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
+            outcomes = list(pool.map(lambda r: self._outcome(r, call, self._deadline(timeout)), replicas))
+        return first_answer(outcomes)
+
+    def _outcome(self, replica, call: wire.Call, timeout: float | None):
+        """`call` on one replica: its value, or the exception it raised."""
+        error = None
+        self._balancer.started(replica)
+        try:
+            response = replica.method(call.rpc)(call.request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            error = e
+        finally:
+            self._balancer.finished(replica, error is not None and failover_worthy(error))
+        if error is not None:
+            try:
+                return call.failed(error)
+            except Exception as typed:
+                return typed
+        return call.parse(response)
 
     def server_info(self, timeout: float | None = None) -> pb.ServerInfo:
         """Model, tokenizer, limits and current load (a structgen.v1.ServerInfo message)."""
         return self._unary(wire.server_info_call(), self._deadline(timeout))
 
     def health(self, service: str = "", timeout: float | None = 5.0) -> bool:
-        """True if the server reports SERVING (the standard grpc.health.v1 check; needs no API key)."""
-        return self._unary(wire.health_call(service), timeout)
+        """True if the server reports SERVING (the standard grpc.health.v1 check; needs no API key). With several
+        replicas: True if one of them does."""
+        if self._balancer is None:
+            return self._unary(wire.health_call(service), timeout)
+        return any(self._outcome(r, wire.health_call(service), timeout) is True for r in self._balancer.plan(None))
 
     def extract(self, text: str, schema, instructions: str | None = None, *, max_tokens: int | None = None,
                 timeout: float | None = None, **sampling):

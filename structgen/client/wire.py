@@ -261,6 +261,25 @@ def delta(r: pb.GenerateStreamResponse, logprobs: bool = False) -> Delta:
                  lps)
 
 
+def affinity_key(request) -> bytes | None:
+    """What a request shares with others that a replica's caches reuse: the system text (the prompt's shared
+    prefix: the chat template renders it first) and the constraint (the compile cache's key). None when it has
+    neither, so the balancer spreads it. A Compile request's key is its constraint."""
+    if isinstance(request, pb.GenerateRequest):
+        parts = [request.system]
+        for m in request.messages:  # leading system turns only: past the first other turn the prefixes differ
+            if m.role != "system":
+                break
+            parts.append(m.content)
+        key = "\0".join(parts).encode()
+        if request.HasField("constraint"):
+            key += b"\0" + request.constraint.SerializeToString(deterministic=True)
+        return key if key.strip(b"\0") else None
+    if isinstance(request, pb.CompileRequest):
+        return request.constraint.SerializeToString(deterministic=True)
+    return None
+
+
 # ------------------------------------------------------------------------------------------ the calls
 def generate_call(prompt: str | None = None, **kwargs) -> Call:
     request = build_request(prompt, **kwargs)

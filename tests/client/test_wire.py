@@ -71,3 +71,19 @@ def test_extract_guards_against_loops_by_default_and_the_caller_can_turn_it_off(
     assert extract_call(task, "doc", dry_multiplier=0.0).request.sampling.dry_multiplier == 0.0
     # generate stays neutral
     assert build_request(prompt="x").sampling.dry_multiplier == 0.0
+
+
+def test_affinity_key_is_what_requests_share_for_the_caches():
+    from structgen.client.extraction import ExtractionTask
+    from structgen.client.wire import affinity_key, compile_call, extract_call
+
+    task = ExtractionTask.of({"type": "object", "properties": {"a": {"type": "string"}}})
+    other = ExtractionTask.of({"type": "object", "properties": {"b": {"type": "string"}}})
+    one, two = (affinity_key(extract_call(task, text).request) for text in ("doc one", "doc two"))
+    assert one is not None and one == two  # same schema and instructions, different documents
+    assert affinity_key(extract_call(other, "doc one").request) != one
+    assert affinity_key(extract_call(ExtractionTask.of(task.schema, "dates as ISO"), "doc one").request) != one
+    assert affinity_key(build_request("plain prompt")) is None  # nothing shared: spread
+    assert affinity_key(build_request("a", system="be brief")) == affinity_key(build_request("b", system="be brief"))
+    assert affinity_key(build_request("a", regex="[0-9]+")) != affinity_key(build_request("a", regex="[a-z]+"))
+    assert affinity_key(compile_call(regex="[0-9]+").request) is not None
