@@ -8,6 +8,7 @@ _DEVICES = ("auto", "cpu", "cuda")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _SPECULATION = ("off", "prompt_lookup", "draft_model")
 _ISOLATION = ("process", "thread")
+_QUANTIZATION = ("none", "int8")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class EngineConfig:
         "help": "auto | cpu | cuda | cuda:N (auto: cuda when available)"})
     dtype: str = field(default="auto", metadata={
         "help": "weights and KV cache dtype (auto: float32 on cpu, bfloat16 on cuda)", "choices": _DTYPES})
+    # Issue 18: dynamic int8 quantization of every matmul (structgen/engine/quantization.py): int8 weights, each
+    # call's activations quantized per token, int8 x int8 -> int32 matmuls; CPU only, float32 everywhere else.
+    quantization: str = field(default="none", metadata={
+        "help": "none | int8 (cpu only: int8 weights and per-token int8 activations in every matmul, W8A8 "
+                "dynamic; faster decode, outputs differ from float32's: benchmarks/RESULTS.md)",
+        "choices": _QUANTIZATION})
     # KV pool size in bytes; None = 1 GiB on cpu (~23k tokens of SmolLM2-135M), 8 GiB on cuda.
     kv_cache_bytes: int | None = field(default=None, metadata={
         "help": "KV pool size in bytes (default: 1 GiB on cpu, 8 GiB on cuda)"})
@@ -77,6 +84,16 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.device must be one of {_DEVICES} or 'cuda:N', got {self.device!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"EngineConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.quantization not in _QUANTIZATION:
+            raise ValueError(f"EngineConfig.quantization must be one of {_QUANTIZATION}, got {self.quantization!r}")
+        if self.quantization == "int8":
+            if self.device.startswith("cuda"):
+                raise ValueError("EngineConfig.quantization='int8' runs on cpu only (torch's int8 matmul on cuda takes "
+                                 "no fewer than 17 rows, and a decode step has 1-64): use device='cpu', or "
+                                 "bfloat16 on cuda")
+            if self.dtype not in ("auto", "float32"):
+                raise ValueError(f"EngineConfig.quantization='int8' keeps activations and the KV cache in float32: "
+                                 f"use dtype 'auto' or 'float32', not {self.dtype!r}")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes <= 0:
             raise ValueError(f"EngineConfig.kv_cache_bytes must be positive (bytes), got {self.kv_cache_bytes}")
         if self.block_size < 1 or self.block_size & (self.block_size - 1):

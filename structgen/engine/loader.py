@@ -22,7 +22,11 @@ def load_engine_parts(config: EngineConfig):
     device = config.resolved_device
     max_len = min(config.max_model_len or MAX_POSITIONS_CAP, MAX_POSITIONS_CAP)
     dtype = getattr(torch, config.resolved_dtype)
-    model = load_model(config.model, device, dtype, max_positions=max_len)
+    if config.quantization == "int8" and device != "cpu":
+        # device "auto" resolved to cuda: EngineConfig could not refuse it before torch was asked
+        raise ValueError(f"quantization 'int8' runs on cpu only, and device 'auto' resolved to {device!r}: "
+                         "pass device='cpu' (--device cpu)")
+    model = _quantized(load_model(config.model, device, dtype, max_positions=max_len), config)
     tokenizer = load_tokenizer(config.model)
     draft = None
     if config.speculation == "draft_model":
@@ -30,8 +34,17 @@ def load_engine_parts(config: EngineConfig):
             draft = model               # self-drafting (a test of the path): share the weights
         else:
             check_draft_tokenizer(config.draft_model, tokenizer)
-            draft = load_model(config.draft_model, device, dtype, max_positions=max_len)
+            draft = _quantized(load_model(config.draft_model, device, dtype, max_positions=max_len), config)
     return model, tokenizer, draft
+
+
+def _quantized(model, config: EngineConfig):
+    """`model`, quantized in place as config.quantization says."""
+    if config.quantization == "int8":
+        from .quantization import quantize_int8_
+
+        quantize_int8_(model)
+    return model
 
 
 def check_draft_tokenizer(draft_path: str, tokenizer) -> None:

@@ -62,14 +62,22 @@ class DecoderLayer(nn.Module):
         self.o_weight = nn.Parameter(torch.empty(h, config.q_size))
         self.gate_up_weight = nn.Parameter(torch.empty(2 * config.intermediate_size, h))  # rows: gate | up
         self.down_weight = nn.Parameter(torch.empty(h, config.intermediate_size))
+        # {projection: Int8Linear} once structgen.engine.quantization.quantize_int8_ ran (the float weights are then
+        # None); None: the float weights above run through the device's kernels.
+        self.int8: dict | None = None
+
+    def _linear(self, part: str, x: torch.Tensor, kernels: KernelBackends) -> torch.Tensor:
+        """x (T, in) @ W.T (+ bias) for projection `part` ("qkv", "o", "gate_up", "down") -> (T, out)."""
+        if self.int8 is not None:
+            return self.int8[part](x)
+        return kernels.linear(x, getattr(self, f"{part}_weight"), self.qkv_bias if part == "qkv" else None)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: ForwardBatch, kv: KVCache,
                 plan: AttentionPlan, backend: str, kernels: KernelBackends) -> torch.Tensor:
         cfg = self.config
-        linear = kernels.linear
         t = x.shape[0]
         h = F.rms_norm(x, (cfg.hidden_size,), self.input_norm, cfg.rms_norm_eps)  # (T, hidden)
-        qkv = linear(h, self.qkv_weight, self.qkv_bias)  # (T, q_size + 2 kv_size)
+        qkv = self._linear("qkv", h, kernels)  # (T, q_size + 2 kv_size)
         q, k, v = qkv.split((cfg.q_size, cfg.kv_size, cfg.kv_size), dim=-1)
         q = apply_rope(q.view(t, cfg.num_heads, cfg.head_dim), cos, sin)  # (T, Hq, D)
         k = apply_rope(k.view(t, cfg.num_kv_heads, cfg.head_dim), cos, sin)  # (T, Hkv, D)
@@ -80,10 +88,10 @@ class DecoderLayer(nn.Module):
         v_cache.index_copy_(0, batch.slot_mapping, v.reshape(t, cfg.num_kv_heads, cfg.head_dim).to(v_cache.dtype))
         attn = paged_attention(q, k_cache, v_cache, plan, cfg.head_dim ** -0.5, backend)  # (T, Hq, D)
         # NOTE: in-place residual adds and activation: x is this forward's own buffer (from the embedding).
-        x = x.add_(linear(attn.view(t, cfg.q_size), self.o_weight))
+        x = x.add_(self._linear("o", attn.view(t, cfg.q_size), kernels))
         h = F.rms_norm(x, (cfg.hidden_size,), self.post_attention_norm, cfg.rms_norm_eps)
-        gate, up = linear(h, self.gate_up_weight).chunk(2, dim=-1)  # each (T, intermediate)
-        return x.add_(linear(F.silu(gate).mul_(up), self.down_weight))
+        gate, up = self._linear("gate_up", h, kernels).chunk(2, dim=-1)  # each (T, intermediate)
+        return x.add_(self._linear("down", F.silu(gate).mul_(up), kernels))
 
 
 class LlamaModel(nn.Module):
@@ -99,6 +107,7 @@ class LlamaModel(nn.Module):
             torch.empty(config.vocab_size, config.hidden_size))
         self.rotary = RotaryEmbedding(config, max_positions or config.max_position_embeddings)
         self._attention_backend = attention_backend
+        self.lm_head_int8 = None  # an Int8Linear of the logits projection once quantized (structgen.engine.quantization)
 
     @property
     def device(self) -> torch.device:
@@ -150,4 +159,6 @@ class LlamaModel(nn.Module):
             x = layer(x, cos, sin, batch, kv, plan, backend, kernels)
         x = x.index_select(0, batch.logits_indices)  # (N, hidden): only rows that need logits
         x = F.rms_norm(x, (self.config.hidden_size,), self.norm, self.config.rms_norm_eps)
+        if self.lm_head_int8 is not None:
+            return self.lm_head_int8(x)  # (N, vocab) float32
         return kernels.linear(x, self.output_weight()).float()  # (N, vocab)

@@ -13,7 +13,9 @@ from structgen.server.config import ServerConfig
 
 # A value other than the default for every field (valid together). A new knob must be added here: the test below
 # fails until it is, and then checks that its flag reaches the config.
-ENGINE = dict(model="/models/m", device="cpu", dtype="bfloat16", kv_cache_bytes=1 << 20, block_size=32,
+# dtype float32, not bfloat16: quantization int8 keeps float32 activations (EngineConfig refuses the pair).
+ENGINE = dict(model="/models/m", device="cpu", dtype="float32", quantization="int8", kv_cache_bytes=1 << 20,
+              block_size=32,
               max_num_seqs=8, max_num_batched_tokens=512, max_model_len=2048, compile_workers=3,
               compile_isolation="thread", compile_queue=5, compile_per_client=2,
               enable_prefix_cache=False, overlap_mask_fill=False, forced_runs=False, speculation="draft_model",
