@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="documents to extract from; '-' (or none) reads one document from stdin")
     p.add_argument("--schema", required=True, help="JSON Schema file (e.g. schemas/invoice.json)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of a structgen server")
+    where.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of a structgen server; several replicas comma-separated (H1:P1,H2:P2: balanced, with failover), or dns:///NAME:PORT")
     where.add_argument("--local", action="store_true",
                        help="start a server in this process for this run (loads --model) instead of --server")
     p.add_argument("--instructions", default=None, help="extra instructions for the model")

@@ -115,6 +115,52 @@ def test_failover_worthy_refusals():
     assert not balancer.failover_worthy(Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max (9 vs. 4)"))
 
 
+def _states_become(client, want: dict, timeout: float = 20.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while {s.target: s.state for s in client.replicas()} != want:
+        assert time.monotonic() < end, client.replicas()
+        time.sleep(0.05)
+
+
+def test_unreachable_and_not_serving_replicas_are_reported_failing_and_planned_last():
+    from grpc_health.v1 import health_pb2
+
+    with socket_listening() as (live, health), Client([live, "127.0.0.1:9"]) as c:  # port 9: nothing listens
+        _states_become(c, {live: "READY", "127.0.0.1:9": "TRANSIENT_FAILURE"})
+        assert all(c._balancer.plan(f"k{i}".encode())[0].target == live for i in range(20))
+        health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # what a server does when its drain starts
+        _states_become(c, {live: "TRANSIENT_FAILURE", "127.0.0.1:9": "TRANSIENT_FAILURE"})
+        assert not c.health(timeout=2)
+        health.set("", health_pb2.HealthCheckResponse.SERVING)
+        _states_become(c, {live: "READY", "127.0.0.1:9": "TRANSIENT_FAILURE"})
+        assert c.health(timeout=2)
+
+
+def socket_listening():
+    """A bare grpc server (health service only) on a free loopback port: (target, its HealthServicer)."""
+    import contextlib
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    @contextlib.contextmanager
+    def serve():
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        try:
+            yield f"127.0.0.1:{port}", servicer
+        finally:
+            server.stop(0)
+
+    return serve()
+
+
 # ------------------------------------------------------------------------------------------ failover (fakes)
 class Script:
     """Fake stub methods on a client's listed replicas: each call pops the next outcome (an exception to raise,
