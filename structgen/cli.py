@@ -13,6 +13,7 @@ import sys
 # subcommand -> (module, one-line help). Modules are imported only when their subcommand runs.
 SUBCOMMANDS = {
     "serve": ("structgen.server.cli", "run the gRPC server (default: the embedded SmolLM2-135M-Instruct)"),
+    "cluster": ("structgen.cluster.cli", "N serve replicas behind sglang-router on one port, supervised"),
     "extract": ("structgen.client.cli", "extract JSON from documents with a schema (via a server or --local)"),
     "compile": ("structgen.fsm.cli", "compile a constraint and print its states, compile time and cache status"),
     "bench": ("structgen.bench.cli", "benchmarks: masks | coverage | serve | engine | speculative | extraction"),

@@ -77,6 +77,11 @@ class ServerConfig:
     metrics_host: str = field(default="127.0.0.1", metadata={"help": "address of the metrics endpoint"})
     drain_timeout_s: float = field(default=30.0, metadata={
         "flag": "--drain-timeout", "help": "seconds in-flight requests may take to finish on SIGTERM"})
+    # 0 for a lone server; behind a load balancer, at least its health-check interval x failure threshold, so the
+    # balancer sees /health fail and stops sending before this replica starts refusing (no request meets a 503).
+    drain_grace_s: float = field(default=0.0, metadata={
+        "flag": "--drain-grace", "help": "seconds between SIGTERM turning readiness (/health, /readiness, gRPC "
+                                         "health) off and the server refusing new requests"})
     log_prompts: bool = field(default=False, metadata={  # prompts are often private data
         "help": "include prompt text in request logs (private!)"})
     compiled_registry_size: int = field(default=1024, metadata={
@@ -99,6 +104,8 @@ class ServerConfig:
                              f"({self.max_tokens_limit})")
         if self.drain_timeout_s < 0:
             raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
+        if self.drain_grace_s < 0:
+            raise ValueError(f"drain_grace_s must be >= 0, got {self.drain_grace_s}")
         if not isinstance(self.api_keys, frozenset):
             raise TypeError("api_keys must be a frozenset of strings")
         if any(not k or any(c.isspace() for c in k) for k in self.api_keys):

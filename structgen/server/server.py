@@ -42,6 +42,9 @@ class Server:
         self.http: HttpServer | None = None
         self.http_port: int | None = None
         self._grpc: grpc.aio.Server | None = None
+        # Readiness, apart from admission.draining: on SIGTERM readiness goes first (load balancers take the
+        # replica out), the refusals come drain_grace_s later. False until the engine is loaded.
+        self.ready = False
         self._stopping: asyncio.Task | None = None
         self._closed = asyncio.Event()
 
@@ -77,7 +80,8 @@ class Server:
             raise OSError(f"could not bind {cfg.address}")
         if cfg.http_port is not None:
             self.http = HttpServer(build_app(self.core, model_name=self.core.model_name(), model_info=self._model_info(),
-                                             is_serving=lambda: not self.admission.draining),
+                                             is_ready=lambda: self.ready,
+                                             is_accepting=lambda: not self.admission.draining),
                                    cfg.host, cfg.http_port)
             self.http_port = self.http.bind()
         # NOTE: bind before starting the engine, so a taken port fails fast without loading anything more.
@@ -87,6 +91,7 @@ class Server:
             await self.http.start()
         if cfg.metrics_port is not None:
             self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
+        self.ready = True
         await self._set_serving(True)
         return self.port
 
@@ -116,13 +121,18 @@ class Server:
         return self._stopping
 
     async def stop(self, drain_timeout_s: float | None = None):
-        """Stop accepting (UNAVAILABLE), let in-flight requests finish for up to the drain timeout, abort the
-        rest with UNAVAILABLE, then shut the engine down."""
+        """Turn readiness off (HTTP /health and /readiness 503, gRPC health NOT_SERVING) while still serving for
+        `drain_grace_s`, then stop accepting (UNAVAILABLE), let in-flight requests finish for up to the drain
+        timeout, abort the rest with UNAVAILABLE, then shut the engine down."""
         if self._grpc is None or self._closed.is_set():
             return
         timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
-        self.admission.draining = True
+        self.ready = False
         await self._set_serving(False)
+        if self.config.drain_grace_s > 0:
+            LOG.info("not ready; still accepting for %.1f s (drain grace)", self.config.drain_grace_s)
+            await asyncio.sleep(self.config.drain_grace_s)
+        self.admission.draining = True
         LOG.info("draining %d in-flight requests (up to %.1f s)", len(self.admission), timeout)
         if not await self.admission.wait_empty(timeout):
             left = self.admission.stop_all(grpc.StatusCode.UNAVAILABLE,

@@ -33,11 +33,16 @@ def _error_response(request: Request, e: RequestError) -> JSONResponse:
     return JSONResponse(shape(e, field), status_code=status_of(e), headers=headers_of(e))
 
 
-def build_app(core, *, model_name: str, model_info: dict | None = None, is_serving=lambda: True) -> FastAPI:
-    """The FastAPI app of one server: OpenAI's /v1/* and SGLang's native endpoints over `core`."""
+def build_app(core, *, model_name: str, model_info: dict | None = None, is_ready=lambda: True,
+              is_accepting=lambda: True) -> FastAPI:
+    """The FastAPI app of one server: OpenAI's /v1/* and SGLang's native endpoints over `core`.
+
+    `is_ready()`: readiness (False from the start of a drain; /health, /readiness, /health_generate answer 503);
+    `is_accepting()`: whether new requests are admitted (False a drain grace later; they answer 503).
+    """
     app = FastAPI(title="structgen", docs_url=None, redoc_url=None, openapi_url=None)
     openai = OpenAIApi(core, model_name)
-    sglang = SGLangApi(core, model_name, model_info or {}, is_serving)
+    sglang = SGLangApi(core, model_name, model_info or {}, is_ready)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, e: RequestError):
@@ -57,7 +62,7 @@ def build_app(core, *, model_name: str, model_info: dict | None = None, is_servi
 
     def unless_draining(handler):
         async def route(request: Request):
-            if not is_serving():
+            if not is_accepting():
                 raise RequestError(grpc.StatusCode.UNAVAILABLE,
                                    "the server is shutting down; retry on another replica")
             return await handler(request)
@@ -72,7 +77,11 @@ def build_app(core, *, model_name: str, model_info: dict | None = None, is_servi
         app.add_api_route(path, sglang.get_model_info, methods=["GET"])
     for path in ("/get_server_info", "/server_info"):
         app.add_api_route(path, sglang.get_server_info, methods=["GET"])
-    app.add_api_route("/health", sglang.health, methods=["GET"])
+    # /health is readiness, as SGLang's own is and as sglang-router health-checks it by default; /liveness is
+    # 200 while the process serves HTTP at all (a drain must not make an orchestrator restart the replica).
+    for path in ("/health", "/readiness"):
+        app.add_api_route(path, sglang.health, methods=["GET"])
+    app.add_api_route("/liveness", sglang.liveness, methods=["GET"])
     app.add_api_route("/health_generate", sglang.health_generate, methods=["GET"])
     app.add_api_route("/flush_cache", sglang.flush_cache, methods=["POST", "GET"])
 
@@ -105,6 +114,9 @@ class HttpServer:
     def bind(self) -> int:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
+        # NOTE: a replica restarted on its port after a crash (structgen cluster) must bind while the dead one's
+        # connections sit in TIME_WAIT; on Linux SO_REUSEADDR still refuses a second live listener.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
         except OSError as e:

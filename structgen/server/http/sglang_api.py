@@ -73,7 +73,7 @@ class SGLangApi:
         self.core = core
         self.model_name = model_name
         self.model_info = model_info
-        self.is_serving = is_serving  # () -> bool: False while the server drains
+        self.is_serving = is_serving  # () -> bool: readiness, False from the start of a drain
 
     # ---- info and health ---------------------------------------------------------------------------------
 
@@ -94,7 +94,12 @@ class SGLangApi:
                 "internal_states": [{"load": self.core.load()}]}
 
     async def health(self, request: Request):
+        """Readiness: 200 while this replica should get new requests, 503 from the start of a drain."""
         return Response(status_code=200 if self.is_serving() else 503)
+
+    async def liveness(self, request: Request):
+        """200 while the process answers HTTP, draining or not."""
+        return Response(status_code=200)
 
     async def health_generate(self, request: Request):
         """200 once one token was generated end to end (the engine loop is alive), 503 otherwise."""

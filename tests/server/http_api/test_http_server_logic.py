@@ -100,3 +100,36 @@ def test_http_keys_are_the_grpc_keys(serve_fake, tokenizer, fake_engine_cls):
         assert c.generate("hi", max_tokens=2).text
     with Client(st.target, api_key="k2", timeout=30) as c, pytest.raises(structgen.Unauthenticated):
         c.generate("hi", max_tokens=2)
+
+
+def test_drain_grace_turns_readiness_off_before_refusing(serve_fake, tokenizer, fake_engine_cls):
+    """SIGTERM behind a load balancer: /health (what sglang-router checks) and /readiness go 503 at once while
+    requests are still served for the grace; /liveness stays 200 throughout; then new requests are refused."""
+    engine = fake_engine_cls(tokenizer, step_s=0.1)
+    st = serve_fake(engine, http_port=0, drain_grace_s=1.5)
+    url = st.http_url
+    for path in ("/health", "/readiness", "/liveness"):
+        assert httpx.get(url + path, timeout=5).status_code == 200, path
+    results = {}
+    long_call = threading.Thread(target=lambda: results.setdefault("long", httpx.post(
+        url + "/v1/chat/completions", json={**CHAT, "max_tokens": 35}, timeout=30)))  # in flight past the grace
+    long_call.start()
+    assert wait_until(lambda: len(engine.running) == 1)
+    stopper = threading.Thread(target=st.stop, kwargs=dict(drain_timeout_s=3.0))
+    t0 = time.monotonic()
+    stopper.start()
+    assert wait_until(lambda: httpx.get(url + "/health", timeout=5).status_code == 503)
+    assert httpx.get(url + "/readiness", timeout=5).status_code == 503
+    assert httpx.get(url + "/health_generate", timeout=5).status_code == 503
+    assert httpx.get(url + "/liveness", timeout=5).status_code == 200
+    r = httpx.post(url + "/v1/chat/completions", json={**CHAT, "max_tokens": 2}, timeout=30)
+    assert r.status_code == 200, "still inside the grace: served"
+    assert time.monotonic() - t0 < 1.5
+    assert wait_until(lambda: st.server.admission.draining)
+    assert time.monotonic() - t0 >= 1.4
+    r = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30)
+    assert r.status_code == 503
+    assert httpx.get(url + "/liveness", timeout=5).status_code == 200
+    long_call.join(30)
+    stopper.join(30)
+    assert results["long"].status_code == 200
