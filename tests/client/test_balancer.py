@@ -369,6 +369,9 @@ TEXTS = [f"Contact card {i}: {name} lives in {city}." for i, (name, city) in enu
      ("Tom Berg", "Oslo"), ("Eva Kral", "Graz")] * 5)]  # 30 short documents
 
 
+ASK, YES_NO = "Is the sky blue?", dict(choices=["yes", "no"], max_tokens=2)
+
+
 @pytest.mark.slow
 def test_requests_sharing_an_instruction_land_on_one_replica_and_others_spread(pair):
     a, b = pair
@@ -379,7 +382,8 @@ def test_requests_sharing_an_instruction_land_on_one_replica_and_others_spread(p
         homes: dict[str, str] = {}
         for i in range(20):
             system = f"You answer for desk {i}. Reply with one word."
-            home = c._balancer.plan(wire.affinity_key(wire.build_request("q", system=system)))[0].target
+            key = wire.affinity_key(wire.build_request(ASK, system=system, **YES_NO))
+            home = c._balancer.plan(key)[0].target
             homes.setdefault(home, system)
             if len(homes) == 2:
                 break
@@ -387,7 +391,7 @@ def test_requests_sharing_an_instruction_land_on_one_replica_and_others_spread(p
         before = {s.target: (_served(s), _cached_tokens(s)) for s in pair}
         for _ in range(3):  # one after another: no load, so affinity alone decides
             for system in homes.values():
-                c.generate("Is the sky blue?", system=system, choices=["yes", "no"], max_tokens=2)
+                c.generate(ASK, system=system, **YES_NO)
         for s in pair:
             served, cached = _served(s) - before[s.target][0], _cached_tokens(s) - before[s.target][1]
             assert served == 3, (s.target, served)  # its own instruction's three, none of the other's
