@@ -1,4 +1,4 @@
-"""`structgen` command line: serve | extract | compile | bench.
+"""`structgen` command line: serve | extract | compile | bench | regress.
 
 Each subcommand lives beside the layer it drives and exposes `add_arguments(parser)` and `run(args) -> int`;
 this file only wires them together, so the CLI never grows a second copy of any layer's logic.
@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "extract": ("structgen.client.cli", "extract JSON from documents with a schema (via a server or --local)"),
     "compile": ("structgen.fsm.cli", "compile a constraint and print its states, compile time and cache status"),
     "bench": ("structgen.bench.cli", "benchmarks: masks | coverage | serve | engine | speculative | extraction"),
+    "regress": ("structgen.regress.cli", "regression testing: run a golden set, compare two runs (exit 1 on a "
+                                         "regression)"),
 }
 
 

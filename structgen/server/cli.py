@@ -49,9 +49,12 @@ def _default_text(f: dataclasses.Field) -> str:
     return f" (default: {default})"
 
 
-def add_config_arguments(parser, cls) -> None:
-    """One flag per field of the dataclass `cls`, its value stored under the field's name (None: not given)."""
+def add_config_arguments(parser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of the dataclass `cls` (but those named in `skip`), its value stored under the field's
+    name (None: not given)."""
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         kind = _flag_type(cls, f)
         help_text = f.metadata.get("help", "").replace("%", "%%") + _default_text(f)
         if kind is bool:
@@ -62,10 +65,12 @@ def add_config_arguments(parser, cls) -> None:
                                 choices=f.metadata.get("choices"), help=help_text)
 
 
-def config_kwargs(cls, args: argparse.Namespace) -> dict:
+def config_kwargs(cls, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
     """The fields of `cls` given on the command line (a `from_flag` converter runs even when its flag is not)."""
     out = {}
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         value = getattr(args, f.name)
         if "from_flag" in f.metadata:
             out[f.name] = f.metadata["from_flag"](value)

@@ -105,6 +105,7 @@ class GenerationCore:
         self.compiled = CompiledRegistry(config.compiled_registry_size)
         # Compile keys seen by this server: a repeat is a compile-cache hit (for metrics and Compile.cached).
         self._seen_keys: OrderedDict[str, None] = OrderedDict()
+        self._fingerprint: dict | None = None
 
     # ---- state for health, info and metrics --------------------------------------------------------------
 
@@ -129,6 +130,30 @@ class GenerationCore:
 
             return DEFAULT_MODEL_NAME
         return Path(model).name or model
+
+    async def engine_fingerprint(self) -> dict:
+        """What decides this server's outputs, for GetServerInfo and /get_server_info (`structgen regress` records
+        it): the weights hash, the dtype they run in and every EngineConfig field. The hash is computed once, in a
+        thread (the first time for a model file, seconds: it reads every byte; then cached on disk by path, size
+        and mtime); "" when the engine has no model on disk (test fakes)."""
+        if self._fingerprint is None:
+            self._fingerprint = await asyncio.to_thread(self._compute_fingerprint)
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> dict:
+        from ..engine.weights_hash import weights_fingerprint
+
+        cfg = getattr(self.engine, "config", None)
+        if not dataclasses.is_dataclass(cfg):
+            return {"weights_hash": "", "dtype": "", "engine_config": {}}
+        try:
+            weights = weights_fingerprint(cfg.model)
+        except (OSError, ValueError):
+            weights = ""
+        options = {k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+                   for k, v in dataclasses.asdict(cfg).items()}
+        dtype = getattr(cfg, "resolved_dtype", None) or getattr(cfg, "dtype", "")
+        return {"weights_hash": weights, "dtype": str(dtype), "engine_config": options}
 
     def max_tokens_limit(self) -> int:
         """The largest max_tokens a request may ask for here (the server's limit, within the context)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class StructGenServicer(pb_grpc.StructGenServicer):
         cfg = getattr(engine, "config", None)
         model = self.core.model_name()
         max_model_len = int(engine.max_model_len)
+        fingerprint = await self.core.engine_fingerprint()
         return pb.ServerInfo(
             model=model, tokenizer_fingerprint=engine.tokenizer.fingerprint,
             vocab_size=engine.tokenizer.vocab_size, version=__version__,
@@ -119,6 +121,8 @@ class StructGenServicer(pb_grpc.StructGenServicer):
                              default_max_tokens=self.config.default_max_tokens, max_queue=self.config.max_queue,
                              max_request_bytes=self.config.max_request_bytes),
             auth_required=self.config.auth_required, load=pb.Load(**load),
+            weights_hash=fingerprint["weights_hash"], dtype=fingerprint["dtype"],
+            engine_config_json=json.dumps(fingerprint["engine_config"], sort_keys=True),
         )
 
     # ---- shared by Generate and GenerateStream ----------------------------------------------------------

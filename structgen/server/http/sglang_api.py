@@ -91,6 +91,7 @@ class SGLangApi:
                 "context_length": int(engine.max_model_len), "max_req_input_len": int(engine.max_model_len) - 1,
                 "max_running_requests": cfg.max_queue, "max_total_num_tokens": int(engine.max_model_len),
                 "dp_size": 1, "tp_size": 1, "served_model_name": self.model_name, "server": "structgen",
+                "tokenizer_fingerprint": engine.tokenizer.fingerprint, **await self.core.engine_fingerprint(),
                 "internal_states": [{"load": self.core.load()}]}
 
     async def health(self, request: Request):
