@@ -1,4 +1,4 @@
-"""`structgen bench masks | coverage | serve | engine | speculative | extraction | hostile | conformance`: one command per benchmark,
+"""`structgen bench masks | coverage | serve | engine | speculative | extraction | quality | hostile | conformance`: one command per benchmark,
 peers side by side.
 
 Each mode writes results.jsonl + summary.md (+ a PNG where it draws one) under --out and prints the tables.
@@ -23,9 +23,14 @@ MODES = {
     "extraction": ("structgen.bench.extraction",
                    "extraction quality through a server and the SDK's extract: valid values, finish reasons, "
                    "exact match, per-field accuracy"),
+    "quality": ("structgen.bench.quality",
+                "extraction quality beside peers on the same model and data: structgen, the unconstrained model, "
+                "transformers + llguidance (validity, exact match, per-field accuracy, tok/s)"),
     "conformance": ("structgen.bench.conformance",
                     "JSON-Schema-Test-Suite per keyword and jsonschemabench dev per split: compiled / passing, "
                     "token walks through the cursor, no model"),
+    "cluster": ("structgen.bench.cluster",
+                "sglang-router policies side by side on N local replicas: prefix-cache hit rate, cluster tok/s"),
     "hostile": ("structgen.bench.hostile",
                 "bad and extreme inputs against a server: every call ends with a clear status in its deadline, "
                 "good requests still answered, memory sampled"),
