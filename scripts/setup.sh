@@ -51,3 +51,15 @@ fi
 # cannot be built).
 "$VENV/bin/python" -m structgen.kernels.native
 "$VENV/bin/python" -m structgen.fsm.native
+
+# Headless Chromium for the regress report render test (tests/regress/test_report_html.py): Debian's chromium,
+# installed when missing (CI runs as root); where there is no apt-get it is skipped, and said so.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (apt-get)"
+    apt-get install -y --no-install-recommends chromium >/dev/null \
+      || { apt-get update -qq && apt-get install -y --no-install-recommends chromium >/dev/null; }
+  else
+    echo "[setup] no apt-get: chromium not installed (tests/regress/test_report_html.py needs a headless Chromium)"
+  fi
+fi
