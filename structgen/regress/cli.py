@@ -105,9 +105,8 @@ def _start_local_server(engine_kwargs: dict, *, http: bool, concurrency: int, ma
     return BackgroundServer(engine, config).start(), key
 
 
-def _run(args: argparse.Namespace, *, after_each=None) -> int:
-    """`structgen regress run`. `after_each(n)` (tests): called after the n-th case of this invocation is on
-    disk."""
+def _run(args: argparse.Namespace) -> int:
+    """`structgen regress run`."""
     from . import runner
     from .fingerprint import build_fingerprint
     from .golden import GoldenError, load_golden
@@ -166,8 +165,7 @@ def _run(args: argparse.Namespace, *, after_each=None) -> int:
                 if todo:
                     await runner.warm_up(sender, todo)
                 n = await runner.run_cases(sender, todo, args.out, concurrency=args.concurrency,
-                                           progress=progress, done_before=len(done), total=len(golden.cases),
-                                           after_each=after_each)
+                                           progress=progress, done_before=len(done), total=len(golden.cases))
                 return len(done), n, len(todo)
             finally:
                 await sender.close()

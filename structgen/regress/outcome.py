@@ -6,7 +6,8 @@ fully matches the pattern (Python's `re`, the judge the compiler follows where d
 output is one of the choices. Exact match, where the case has `expected`: JSON equality for schema cases
 (`bench.scoring.json_equal`: 30 == 30.0, True != 1), string equality otherwise. Per-field correctness (schema
 cases): `bench.scoring.field_scores` against the case's `acceptable` answers, else against `expected`'s top-level
-values.
+values; a nested object in `expected` is scored leaf by leaf ("total.currency", "total.amount"), so drift in
+one nested field shows as that field, not as its whole parent object (arrays are compared whole).
 """
 
 from __future__ import annotations
@@ -74,6 +75,43 @@ def acceptable_answers(case: GoldenCase) -> dict | None:
     return None
 
 
+def _leaves(expected: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": 1, "b": {"c": 2}} -> {"a": 1, "b.c": 2}; an empty object stays one leaf."""
+    out: dict[str, object] = {}
+    for key, v in expected.items():
+        name = f"{prefix}{key}"
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _at(value, path: str):
+    """(found, the value at dotted `path`) inside nested objects."""
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def case_fields(case: GoldenCase, value) -> dict[str, bool]:
+    """{field: right?} of a schema case's output value (None: no valid value, every field wrong).
+
+    With `acceptable`: its top-level keys, by `bench.scoring.field_scores`. Else with an `expected` object: each
+    leaf of it, right when the output holds an equal value at the same path, or omits a leaf expected as null
+    (a field left null and a field left out say the same)."""
+    answers = acceptable_answers(case)
+    if case.acceptable is not None or answers is None:
+        return field_scores(value, answers) if answers is not None else {}
+    out = {}
+    for path, want in _leaves(case.expected).items():
+        found, got = _at(value, path)
+        out[path] = value is not None and (json_equal(got, want) if found else want is None)
+    return out
+
+
 def same_output(kind: str, a: str, b: str) -> bool:
     """Two outputs say the same: equal JSON values for schema cases (key order and spacing aside), else equal
     strings. Used where a case has no `expected` and agreement with the baseline stands in for it."""
@@ -98,18 +136,14 @@ def score_case(case: GoldenCase, text: str, finish: str, *, latency_s: float = 0
             exact = valid and json_equal(value, case.expected)
         else:
             exact = valid and text == case.expected
-    answers = acceptable_answers(case)
-    scores = field_scores(value, answers) if answers is not None else {}
-    return CaseResult(case.case_id, case.constraint_kind, "OK", finish, _title(case), text, valid, exact, scores,
-                      latency_s, prompt_tokens, output_tokens)
+    return CaseResult(case.case_id, case.constraint_kind, "OK", finish, _title(case), text, valid, exact,
+                      case_fields(case, value), latency_s, prompt_tokens, output_tokens)
 
 
 def failed_case(case: GoldenCase, status: str, latency_s: float, detail: str) -> CaseResult:
     """A request that got no output: invalid, not exact, every field wrong."""
-    answers = acceptable_answers(case)
     return CaseResult(case.case_id, case.constraint_kind, status, "error", _title(case), "", False,
-                      False if case.has_expected else None,
-                      field_scores(None, answers) if answers is not None else {}, latency_s, detail=detail)
+                      False if case.has_expected else None, case_fields(case, None), latency_s, detail=detail)
 
 
 def _title(case: GoldenCase) -> str:

@@ -125,6 +125,9 @@ def prepare(folder: Path, golden: GoldenSet, fingerprint: dict, options: dict, *
             raise RunDirError(f"{folder / RESULTS_FILE} has results for ids not in the golden set: {stray[:5]}")
         done = set(results)
         meta["complete"] = len(done) == len(golden.cases)
+    elif (folder / RESULTS_FILE).is_file():
+        raise RunDirError(f"{folder} has a {RESULTS_FILE} but no {RUN_FILE}: results of an unknown run; use "
+                          "another --out, or --fresh to start over there")
     else:
         meta = {"format": RUN_FORMAT, "created": _now(), "complete": False}
     meta.update({"golden": {"path": golden.path, "hash": golden.digest, "cases": len(golden.cases)},
@@ -165,10 +168,9 @@ async def warm_up(sender, cases: list[GoldenCase]) -> None:
 
 
 async def run_cases(sender, cases: list[GoldenCase], folder: Path, *, concurrency: int, progress: bool,
-                    done_before: int = 0, total: int | None = None, after_each=None) -> int:
+                    done_before: int = 0, total: int | None = None) -> int:
     """Send `cases` (at most `concurrency` in flight), appending each result to results.jsonl as it finishes;
-    returns how many were recorded. `after_each(n_recorded)` is called after each line is on disk (tests use it
-    to interrupt a run at a known point). Raises ServerUnreachable (with the finished ones kept)."""
+    returns how many were recorded. Raises ServerUnreachable (with the finished ones kept)."""
     bar = None
     if progress:
         from tqdm import tqdm
@@ -194,8 +196,6 @@ async def run_cases(sender, cases: list[GoldenCase], folder: Path, *, concurrenc
                 recorded += 1
                 if bar is not None:
                     bar.update(1)
-                if after_each is not None:
-                    after_each(recorded)
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, len(cases))))]
         try:

@@ -60,3 +60,17 @@ def test_same_output_compares_json_values_for_schema_cases():
     assert same_output("schema", '{"a": 1, "b": 2}', '{"b":2,"a":1.0}')
     assert not same_output("schema", '{"a": true}', '{"a": 1}')
     assert not same_output("regex", "12", "12 ")
+
+
+def test_nested_expected_values_are_scored_leaf_by_leaf():
+    schema = {"type": "object", "properties": {
+        "total": {"type": "object", "properties": {"amount": {"type": "number"}, "currency": {"type": "string"}}},
+        "note": {"type": ["string", "null"]}, "tags": {"type": "array", "items": {"type": "string"}}}}
+    case = _case(prompt="p", schema=schema, expected={"total": {"amount": 12.5, "currency": "EUR"}, "note": None,
+                                                      "tags": ["a", "b"]})
+    r = score_case(case, '{"total": {"amount": 12.5, "currency": "USD"}, "tags": ["a", "b"]}', "stop")
+    assert r.fields == {"total.amount": True, "total.currency": False, "note": True, "tags": True}
+    assert r.exact is False   # the omitted null is a right field, but not the expected value
+    assert score_case(case, '{"total": {"amount": 12.5, "currency": "EUR"}, "tags": ["b", "a"]}',
+                      "stop").fields["tags"] is False
+    assert set(failed_case(case, "UNAVAILABLE", 0.0, "").fields.values()) == {False}

@@ -79,3 +79,17 @@ def test_resume_refuses_another_configuration_or_set_unless_fresh(tmp_path):
         runner.check_golden_matches(tmp_path, golden(4))
     assert runner.prepare(tmp_path, g, fingerprint(dtype="bfloat16"), {}, fresh=True) == set()
     assert runner.read_results(tmp_path) == ({}, False)
+    _run(ScriptedSender(), g, tmp_path)
+    (tmp_path / runner.RUN_FILE).unlink()
+    with pytest.raises(runner.RunDirError, match="no run.json"):
+        runner.prepare(tmp_path, g, fingerprint(), {}, fresh=False)
+
+
+def test_concurrent_cases_are_each_recorded_once(tmp_path):
+    g = golden(9)
+    runner.prepare(tmp_path, g, fingerprint(), {}, fresh=False)
+    sender = ScriptedSender()
+    n = asyncio.run(runner.run_cases(sender, list(g.cases), tmp_path, concurrency=4, progress=False))
+    results, partial = runner.read_results(tmp_path)
+    assert n == 9 and sorted(results) == sorted(c.case_id for c in g.cases) and not partial
+    assert len((tmp_path / runner.RESULTS_FILE).read_text().splitlines()) == 9
