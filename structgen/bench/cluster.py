@@ -143,9 +143,9 @@ def run(args) -> int:
         print(f"structgen bench cluster: bad arguments (policies must be of {', '.join(POLICIES)}; counts >= 1)",
               file=sys.stderr)
         return 2
-    try:
-        import sglang_router  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("sglang_router") is None:
         print("structgen bench cluster: sglang-router is not installed (pip install 'structgen[clients]')",
               file=sys.stderr)
         return 2

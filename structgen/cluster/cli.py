@@ -73,9 +73,9 @@ def run(args) -> int:
     except (ValueError, OSError) as e:
         print(f"structgen cluster: {e}", file=sys.stderr)
         return 2
-    try:
-        import sglang_router  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("sglang_router") is None:
         print("structgen cluster: sglang-router is not installed (pip install 'structgen[clients]')",
               file=sys.stderr)
         return 2

@@ -82,6 +82,7 @@ def build_app(core, *, model_name: str, model_info: dict | None = None, is_ready
     for path in ("/health", "/readiness"):
         app.add_api_route(path, sglang.health, methods=["GET"])
     app.add_api_route("/liveness", sglang.liveness, methods=["GET"])
+    app.add_api_route("/get_load", sglang.get_load, methods=["GET"])  # no key: load balancers carry none
     app.add_api_route("/health_generate", sglang.health_generate, methods=["GET"])
     app.add_api_route("/flush_cache", sglang.flush_cache, methods=["POST", "GET"])
 

@@ -98,6 +98,14 @@ class SGLangApi:
         """Readiness: 200 while this replica should get new requests, 503 from the start of a drain."""
         return Response(status_code=200 if self.is_serving() else 503)
 
+    async def get_load(self, request: Request):
+        """SGLang's load report, one entry per data-parallel rank (structgen has one): sglang-router's /get_loads
+        and its power_of_two policy read `num_tokens` (here: the tokens the KV cache holds for running requests)."""
+        load = self.core.load()
+        block = int(getattr(getattr(self.core.engine, "config", None), "block_size", 1) or 1)
+        return [{"dp_rank": 0, "num_reqs": load.get("running", 0), "num_waiting_reqs": load.get("queued", 0),
+                 "num_tokens": load.get("kv_blocks_used", 0) * block}]
+
     async def liveness(self, request: Request):
         """200 while the process answers HTTP, draining or not."""
         return Response(status_code=200)

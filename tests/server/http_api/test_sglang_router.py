@@ -67,3 +67,34 @@ def test_the_router_routes_generate_and_chat_to_structgen(router):
         "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}})
     assert r.status_code == 200, r.text
     jsonschema.Draft202012Validator(PERSON).validate(json.loads(r.json()["choices"][0]["message"]["content"]))
+
+
+def test_the_router_reads_the_load_structgen_reports(serve_fake, fake_engine_cls):
+    """/get_load in SGLang's shape (a list, one entry per rank, `num_tokens`): the router's /get_loads (and its
+    power_of_two policy) read a real number from it, not the -1 it shows for a worker without one."""
+    pytest.importorskip("sglang_router")
+    import structgen
+
+    st = serve_fake(fake_engine_cls(structgen.default_tokenizer()), http_port=0)
+    body = httpx.get(st.http_url + "/get_load", timeout=5).json()
+    assert body == [{"dp_rank": 0, "num_reqs": 0, "num_waiting_reqs": 0, "num_tokens": 0}]
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", st.http_url,
+                             "--host", "127.0.0.1", "--port", str(port), "--policy", "round_robin",
+                             "--prometheus-port", str(_free_port()), "--log-level", "warn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                loads = httpx.get(f"http://127.0.0.1:{port}/get_loads", timeout=5).json()["workers"]
+                if loads:
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            assert proc.poll() is None and time.monotonic() < end, "the router did not register the worker"
+            time.sleep(0.3)
+        assert loads == [{"worker": st.http_url, "load": 0}]
+    finally:
+        proc.terminate()
+        proc.wait(10)
