@@ -22,7 +22,8 @@ ENGINE = dict(model="/models/m", device="cpu", dtype="float32", quantization="in
               num_speculative_tokens=6, draft_model="/models/small", seed=7, num_threads=2)
 SERVER = dict(host="0.0.0.0", port=0, http_port=8123, max_queue=9, default_max_tokens=100, max_tokens_limit=200,
               max_request_bytes=1000, max_response_bytes=2000, api_keys=frozenset({"k1", "k2"}), metrics_port=9100,
-              metrics_host="0.0.0.0", drain_timeout_s=2.5, log_prompts=True, compiled_registry_size=10)
+              metrics_host="0.0.0.0", drain_timeout_s=2.5, drain_grace_s=1.5, log_prompts=True,
+              compiled_registry_size=10)
 
 
 @pytest.fixture
