@@ -23,6 +23,7 @@ from ..regex import CharDFA, parse_char_fsm
 from .arrays import JsonArray, possible_positions
 from .combine import Combine, Term, integer_by_value, max_nesting, strings_dfa
 from .contains import JsonContainsArray
+from .discriminated import discriminated_cases
 from .distinct import DistinctValues, unique_limits
 from .formats import CHECKED_FORMATS, format_regex
 from .lengths import LENGTH_HORIZON
@@ -243,6 +244,7 @@ class Compiler:
     # ------------------------------------------------------------------------------- flat schemas
     def flat(self, s: dict, at: tuple, counts: dict) -> Node:
         where = pointer_str(at)
+        s = _next_deferred(s, where)
         if "anyOf" in s or "oneOf" in s:
             key = "anyOf" if "anyOf" in s else "oneOf"
             branches = s[key]
@@ -374,6 +376,14 @@ class Compiler:
     def _if_then_else(self, s: dict, at: tuple, counts: dict) -> Node:
         """(if and then) or (not if and else): each of then / else merged with the rest of the schema, `if` a test."""
         where = pointer_str(at)
+        if s.get("__conds"):
+            cases = discriminated_cases([{k: s[k] for k in ("if", "then", "else") if k in s}] + list(s["__conds"]))
+            if cases is not None:
+                return self._case_split(s, cases, at, counts)
+            if len(s["__conds"]) >= MAX_SPLIT_CONDITIONS:
+                # NOTE: one condition after another doubles the cases each time (then / else of each)
+                raise ConstraintTooComplexError(f"'if' conditions combined by allOf at {where} (other than tests of "
+                                                "one key against constants)", MAX_SPLIT_CONDITIONS)
         rest = {k: v for k, v in s.items() if k not in ("if", "then", "else")}
         if "then" not in s and "else" not in s:
             return self.flat(rest, at, counts)  # an `if` alone asserts nothing
@@ -390,6 +400,23 @@ class Compiler:
         return Combine.build([then_, else_, test], [Term(final=frozenset({0, 2})),
                                                     Term(final=frozenset({1}), not_final=frozenset({2}))],
                              f"'if' at {where}")
+
+    def _case_split(self, s: dict, cases: list[list], at: tuple, counts: dict) -> Node:
+        """The alternatives of a discriminated case split (discriminated.py), each merged with the rest of `s`."""
+        where = pointer_str(at)
+        rest = {k: v for k, v in s.items() if k not in ("if", "then", "else", "__conds")}
+        branches = []
+        for case in cases:
+            merged, case_counts = rest, counts
+            for i, sub in enumerate(case):
+                f, case_counts = self.flatten(sub, at + ("allOf", i), case_counts, 0)
+                if f is False:
+                    merged = False
+                    break
+                merged = merge(merged, f, where)
+            if merged is not False:
+                branches.append(self.flat(merged, at, case_counts))
+        return alt(branches)
 
     def _integer(self, s: dict, where: str) -> Node:
         """An integer. NOTE: in condition mode JSON Schema's meaning (1.0 is an integer): a number that is a multiple
@@ -881,7 +908,7 @@ class Compiler:
         if "enum" in f:
             return KeyNames(allows=allows, enum=tuple(dict.fromkeys(v for v in f["enum"] if isinstance(v, str)
                                                                     and allows(v))), extras=False)
-        for k in ("anyOf", "oneOf", "not", "__nots", "if", "$dynamicRef", "$recursiveRef"):
+        for k in ("anyOf", "oneOf", "not", "__nots", "if", "__conds", "__oneofs", "$dynamicRef", "$recursiveRef"):
             if k in f:
                 raise UnsupportedSchemaError("propertyNames", where, f"'{k}' inside propertyNames (supported there: "
                                              "type, enum, const, pattern, minLength, maxLength, format)")
@@ -1023,6 +1050,35 @@ class Compiler:
         node = alt(scalars)
         self._any[depth] = node
         return node
+
+
+# allOf members with their own `if` or `oneOf` that merge() could not fold into the first one (normalize.merge keeps
+# them in `__conds` / `__oneofs`); each one doubles the case split (if) or adds an exactly-one group (oneOf).
+MAX_DEFERRED_CONDITIONS = 64
+MAX_SPLIT_CONDITIONS = 3  # general `if`s under one allOf, each splitting the cases of the ones before in two
+
+
+def _next_deferred(s: dict, where: str) -> dict:
+    """s with its next deferred `if`/`then`/`else` or `oneOf` made the keyword itself, once the slot is free."""
+    conds, oneofs = s.get("__conds"), s.get("__oneofs")
+    if not conds and not oneofs:
+        return s
+    if len(conds or ()) + len(oneofs or ()) > MAX_DEFERRED_CONDITIONS:
+        raise ConstraintTooComplexError(f"if / oneOf keywords combined by allOf at {where}", MAX_DEFERRED_CONDITIONS)
+    s = dict(s)
+    if conds and "if" not in s:
+        first, *more = conds
+        s.pop("__conds")
+        s.update(first)
+        if more:
+            s["__conds"] = more
+    if oneofs and "oneOf" not in s:
+        first, *more = oneofs
+        s.pop("__oneofs")
+        s["oneOf"] = first
+        if more:
+            s["__oneofs"] = more
+    return s
 
 
 def _is_pure_ref_branches(rest: dict, branches: list) -> bool:

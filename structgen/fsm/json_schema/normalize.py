@@ -314,6 +314,27 @@ def _without_orphan_conditions(x: dict) -> dict:
     return {k: v for k, v in x.items() if k not in ("if", "then", "else")}
 
 
+def _condition(x: dict) -> dict:
+    return {k: x[k] for k in ("if", "then", "else") if k in x}
+
+
+def _defer_second_applicators(a: dict, b: dict) -> dict:
+    """b with its `if`/`then`/`else` moved to `__conds` and its `oneOf` to `__oneofs` where a has a different one.
+
+    NOTE: allOf [{if A then B}, {if C then D}] (and two oneOfs) is common in real schemas; the two cannot be folded
+    into one keyword, so the second waits in a list and compiler.flat applies it once the first is compiled (each is
+    its own case split / exactly-one group over the same value)."""
+    if "if" in a and "if" in b and _condition(a) != _condition(b):
+        cond = _condition(b)
+        b = {k: v for k, v in b.items() if k not in ("if", "then", "else")}
+        b["__conds"] = [cond] + list(b.get("__conds", []))
+    if "oneOf" in a and "oneOf" in b and a["oneOf"] != b["oneOf"]:
+        branches = b["oneOf"]
+        b = {k: v for k, v in b.items() if k != "oneOf"}
+        b["__oneofs"] = [branches] + list(b.get("__oneofs", []))
+    return b
+
+
 def merge(a: dict, b: dict, where: str) -> dict:
     """One dict equivalent to allOf [a, b] (both prepared, without $ref / allOf).
 
@@ -321,6 +342,7 @@ def merge(a: dict, b: dict, where: str) -> dict:
     (with the other side's additionalProperties) says that exactly while no patternProperties is involved; once one
     is, the two key layers stay apart in `__layers` (compiler.object answers a key to every layer)."""
     a, b = _without_orphan_conditions(a), _without_orphan_conditions(b)
+    b = _defer_second_applicators(a, b)
     la, lb = _key_layers(a), _key_layers(b)
     if any("patternProperties" in lay for lay in la + lb):
         out = merge({k: v for k, v in a.items() if k not in _LAYER_KEYS and k != "__layers"},
@@ -356,7 +378,7 @@ def merge(a: dict, b: dict, where: str) -> dict:
         elif key == "pattern":
             if av != bv:
                 out["__patterns"] = out.get("__patterns", []) + [bv]
-        elif key == "__patterns":
+        elif key in ("__patterns", "__conds", "__oneofs"):
             out[key] = av + bv
         elif key in ("additionalProperties", "items"):
             out[key] = _all_of(av, bv)
