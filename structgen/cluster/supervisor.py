@@ -52,6 +52,9 @@ class ClusterConfig:
     # a replica's drain grace covers both, so the router stops sending before the replica starts refusing.
     health_check_interval_s: int = 2
     health_failure_threshold: int = 2
+    # The router also opens a circuit on a replica after 10 failed requests (a crash under load does that) and
+    # sends it nothing for this long, healthy or not; its default, 60 s, keeps a restarted replica idle a minute.
+    circuit_breaker_timeout_s: int = 10
     threads_per_replica: int = 1            # torch threads each replica uses on CPU (0: torch's default)
     max_restarts: int = 5
     restart_backoff_s: float = 1.0          # doubled after each restart in a row, at most 30 s
@@ -69,8 +72,9 @@ class ClusterConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be in [0, 65535], got {value}")
-        if self.health_check_interval_s < 1 or self.health_failure_threshold < 1:
-            raise ValueError("health_check_interval_s and health_failure_threshold must be >= 1")
+        if self.health_check_interval_s < 1 or self.health_failure_threshold < 1 or self.circuit_breaker_timeout_s < 1:
+            raise ValueError("health_check_interval_s, health_failure_threshold and circuit_breaker_timeout_s must "
+                             "be >= 1")
         if self.max_restarts < 0 or self.restart_backoff_s < 0 or self.threads_per_replica < 0:
             raise ValueError("max_restarts, restart_backoff_s and threads_per_replica must be >= 0")
 
@@ -114,7 +118,8 @@ def router_command(cfg: ClusterConfig, worker_urls: list[str], metrics_port: int
            "--health-check-interval-secs", str(cfg.health_check_interval_s),
            "--health-failure-threshold", str(cfg.health_failure_threshold),
            # one good check brings a restarted replica back; the router has just seen it answer
-           "--health-success-threshold", "1", "--log-level", "warn"]
+           "--health-success-threshold", "1",
+           "--cb-timeout-duration-secs", str(cfg.circuit_breaker_timeout_s), "--log-level", "warn"]
     if cfg.api_key:
         cmd += ["--api-key", cfg.api_key]
     return cmd + list(cfg.router_args)

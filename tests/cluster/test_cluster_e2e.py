@@ -169,7 +169,49 @@ def test_a_killed_replica_loses_no_request_and_rejoins_after_restart(cluster):
         assert time.monotonic() < end, "the killed replica did not come back"
         time.sleep(0.5)
     assert victim.restarts_total == 1
-    more = [_request(i, items[i % len(items)]) for i in range(9)]
-    results = asyncio.run(_send_all(cluster.url, more, concurrency=3))
-    _check_valid(more, results, [items[i % len(items)] for i in range(9)])
-    assert answered(scrape(victim_url + "/metrics")) >= 2  # the new process answered its share
+    # Healthy again, it gets traffic once the router's circuit breaker (opened by the failed connections, if
+    # there were 10) lets a trial through: circuit_breaker_timeout_s (10 s) at most.
+    back = time.monotonic()
+    while answered(scrape(victim_url + "/metrics")) == 0:
+        assert time.monotonic() - back < 60, "the restarted replica got no traffic"
+        more = [_request(i, items[i % len(items)]) for i in range(3)]
+        results = asyncio.run(_send_all(cluster.url, more, concurrency=3))
+        _check_valid(more, results, [items[i % len(items)] for i in range(3)])
+    print(f"the restarted replica answered again {time.monotonic() - back:.1f} s after it was healthy")
+
+
+def test_the_command_prints_ready_routes_and_stops_everything_on_sigterm(tmp_path):
+    """`structgen cluster` itself, one replica: its output names every port, it routes, SIGTERM ends it all."""
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("sglang_router")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "structgen.cli", "cluster", "--replicas", "1", "--port", str(port),
+                             "--health-check-interval", "1", "--health-failure-threshold", "1", "--",
+                             "--compile-workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        out = []
+        for line in proc.stdout:
+            out.append(line)
+            if line.strip() == "ready":
+                break
+        assert out and out[-1].strip() == "ready", out
+        m = re.search(r"replica 0: gRPC 127\.0\.0\.1:(\d+), HTTP http://127\.0\.0\.1:(\d+)", "".join(out))
+        assert m and f"on http://127.0.0.1:{port}" in "".join(out), out
+        ports = [int(m.group(1)), int(m.group(2)), port]
+        r = httpx.post(f"http://127.0.0.1:{port}/generate", timeout=120, json={
+            "text": "The code is ", "sampling_params": {"max_new_tokens": 8, "temperature": 0, "regex": r"[A-Z]{3}"}})
+        assert r.status_code == 200 and len(r.json()["text"]) == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert "stopped" in proc.stdout.read()
+        for p in ports:  # the replica and the router are gone: nothing listens on their ports any more
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", p), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
