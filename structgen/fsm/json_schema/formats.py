@@ -21,7 +21,25 @@ _URI_HOST = r"[a-z0-9]+([.-][a-z0-9]+)*"
 _URI_PATH = rf"(/{_PATH_CHARS}*)*"
 _URI_QUERY = r"(\?[a-zA-Z0-9._~&=+-]*)?"
 
+# ISO 8601 durations (RFC 3339 appendix A, with the elements isoduration also takes on their own: P1Y1D, PT1H1S):
+# at least one element, and a T only before a time element.
+_N = r"[0-9]{1,4}"
+_DUR_DATE = rf"({_N}Y({_N}M)?({_N}D)?|{_N}M({_N}D)?|{_N}D)"
+_DUR_TIME = rf"T({_N}H({_N}M)?({_N}S)?|{_N}M({_N}S)?|{_N}S)"
+# Regexes that every dialect compiles (jsonschema checks `format: regex` with Python's re.compile): literals,
+# escapes, `.`, simple classes and ranges, one quantifier per atom ({m} / {m,} only: {m,n} fails when m > n), groups
+# one level deep, alternation, anchors at the ends. A subset: what it admits always compiles.
+_RX_LIT = r"[a-zA-Z0-9 _:/,@#%&=<>!'~;-]"
+_RX_ESC = r"\\[dDwWsSbB.*+?()\[\]{}|^$\\/-]"
+_RX_CLASS = r"\[\^?(a-z|A-Z|0-9|[a-zA-Z0-9_ ]|\\[dws])+\]"
+_RX_QUANT = r"([*+?]|\{[0-9]{1,2},?\})?"
+_RX_PIECE = rf"({_RX_LIT}|{_RX_ESC}|\.|{_RX_CLASS}){_RX_QUANT}"
+_RX_GROUP = rf"\((\?:)?({_RX_PIECE})+(\|({_RX_PIECE})+)*\){_RX_QUANT}"
+_RX_BRANCH = rf"({_RX_PIECE}|{_RX_GROUP})*"
+
 FORMAT_REGEXES = {
+    "duration": rf"P({_DUR_DATE}({_DUR_TIME})?|{_DUR_TIME}|{_N}W)",
+    "regex": rf"\^?{_RX_BRANCH}(\|{_RX_BRANCH})*\$?",
     "date": _DATE,
     "time": _TIME,
     "date-time": rf"{_DATE}T{_TIME}",
