@@ -154,11 +154,14 @@ class Alt(Node):
 
 
 def alt(branches) -> Node:
+    # NOTE: `seen` holds the nodes themselves (hashed by identity), not their id()s: `branches` is often a generator,
+    # and an Alt it yields is dropped once its branches are copied out; a later node may then be allocated at the
+    # same address, and an id() set took it for a repeat and silently lost that branch.
     out, seen = [], set()
     for b in branches:
-        if b is NEVER or id(b) in seen:
+        if b is NEVER or b in seen:
             continue
-        seen.add(id(b))
+        seen.add(b)
         out.extend(b.branches if isinstance(b, Alt) else (b,))
     if not out:
         return NEVER
