@@ -17,12 +17,23 @@ resumes those cases instead of recording them as the candidate's errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
 
 from .golden import GoldenCase
 from .outcome import CaseResult, failed_case, score_case
+
+
+def _reraise_if_interrupted(e: Exception) -> None:
+    """Cancellation (Ctrl-C: asyncio.run cancels the run) as cancellation, not as this case's result.
+
+    NOTE: grpc.aio turns a cancelled call into an AioRpcError (CANCELLED), an Exception: caught as a case's error, the
+    interruption was swallowed, the run went on, and the case was recorded as failed, so a resume skipped it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from e
 
 
 class ServerUnreachable(ConnectionError):
@@ -89,6 +100,7 @@ class GrpcSender:
             response = await self.client._unary(wire.Call(call.rpc, call.request, lambda r: r),
                                                 self.client._deadline(s.timeout_s))
         except Exception as e:  # a typed SDK error or a broken connection
+            _reraise_if_interrupted(e)
             status = getattr(getattr(e, "code", None), "name", None) or type(e).__name__
             if status == "UNAVAILABLE":
                 raise ServerUnreachable(f"{self.target}: {e}") from e

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import jsonschema
 import pytest
@@ -104,7 +103,6 @@ def test_shortest_completion_is_a_valid_document_of_that_length():
 @pytest.mark.parametrize("n", [10**12, 10**12 + 1])
 def test_huge_lengths_are_exact_and_cheap(n):
     # n characters of (é|ab)+: pairs "ab" at 1 byte a character, one é (2 bytes) when n is odd
-    t = time.monotonic()
     a = schema_automaton({"type": "string", "pattern": "^(é|ab)+$", "minLength": n, "maxLength": n})
     assert a.min_bytes_to_final(a.initial()) == 2 + n + (n % 2)
     arr = schema_automaton({"type": "array", "minItems": n, "items": {"type": "string", "minLength": 3}})
@@ -112,7 +110,8 @@ def test_huge_lengths_are_exact_and_cheap(n):
     props = {f"p{i}": {"type": "null"} for i in range(50)}
     obj = schema_automaton({"type": "object", "minProperties": 50, "properties": props, "maxProperties": n})
     assert obj.min_bytes_to_final(obj.initial()) == 2 + sum(len(f'"p{i}":null') for i in range(50)) + 49
-    assert time.monotonic() - t < 1.0
+    # NOTE: work, not seconds: closed forms, a few frames each (a walk of 1e12 characters would never end)
+    assert len(a._exit) + len(arr._exit) + len(obj._exit) <= 500, (len(a._exit), len(arr._exit), len(obj._exit))
 
 
 def test_lengths_past_the_horizon():
@@ -203,23 +202,25 @@ def test_number_exit_costs_equal_the_search(integer, lo, hi, lo_x, hi_x, mult, s
 
 
 def test_numbers_with_far_bounds_bound_at_once():
-    t = time.monotonic()
     for schema, want in [({"type": "integer", "minimum": 10**14}, 15), ({"type": "integer", "maximum": -10**10}, 12),
                          ({"type": "number", "exclusiveMinimum": 0, "maximum": 1e-10}, len("0.0000000001")),
                          ({"type": "integer", "minimum": 123456789, "multipleOf": 1000}, 9)]:
         a = schema_automaton(schema)
         assert a.min_bytes_to_final(a.initial()) == want, schema
-    assert time.monotonic() - t < 1.0  # the frame search took 85 s for minimum 1e8 (and then failed)
+        # NOTE: work, not seconds (the machines are shared): the frame search visited ~1e8 frames for minimum 1e8
+        # (85 s, then failed); the closed form answers from the first frame
+        assert len(a._exit) <= 4, (schema, len(a._exit))
 
 
 def test_an_object_of_5000_optional_properties_bounds_at_once():
     # the frame search walked every choice of properties: 90 s in the decoding loop
     props = {f"k{i}": {"type": "integer"} for i in range(5000)}
     a = schema_automaton({"type": "object", "properties": props, "minProperties": 3}, max_states=10**6)
-    t = time.monotonic()
     assert a.min_bytes_to_final(a.initial()) == len('{"k0":0,"k1":0,"k2":0}')
     state = a.initial()
     for b in b'{"k4990":12':  # properties come in order: two of the nine after it are still needed
         state = a.transitions(state)[b]
     assert a.min_bytes_to_final(state) == len(',"k4991":0,"k4992":0}')
-    assert time.monotonic() - t < 2.0
+    # NOTE: work, not seconds: linear in the properties (each key's own exit cost, ~5 frames), where the search over
+    # choices of properties grew combinatorially
+    assert len(a._exit) <= 6 * len(props)
